@@ -1,0 +1,37 @@
+//! Bytes to Arrow, with no I/O.
+//!
+//! weir accepts rows in several encodings and stores them as Arrow record
+//! batches in the table's schema. This crate holds the pure conversions:
+//!
+//! - [`conform`]: check an incoming Arrow batch against a table schema and
+//!   cast it losslessly into that schema (the Arrow Flight `DoPut` path);
+//! - [`ipc`]: the compact Arrow IPC encoding the write-ahead log stores;
+//! - [`protobuf`]: protobuf records with a descriptor given at run time.
+//!
+//! Nothing here touches the network or the disk, so every rule is tested by
+//! plain unit tests.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow::array::{Int32Array, RecordBatch};
+//! use arrow::datatypes::{DataType, Field, Schema};
+//!
+//! // The table stores BIGINT; a producer sends INT: widening is lossless.
+//! let table = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+//! let input = RecordBatch::try_new(
+//!     Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)])),
+//!     vec![Arc::new(Int32Array::from(vec![1, 2, 3]))],
+//! )?;
+//! let batch = weir_codec::conform(&input, &table)?;
+//! assert_eq!(batch.schema(), table);
+//! # Ok::<(), weir_codec::Error>(())
+//! ```
+
+mod conform;
+mod error;
+pub mod ipc;
+pub mod protobuf;
+
+pub use conform::conform;
+pub use error::{Error, Result};
+pub mod json;

@@ -1,0 +1,227 @@
+//! The decode loop: one pass over each record's bytes, straight into the
+//! column builders.
+//!
+//! A record is decoded as one *row* of the root struct level. For every
+//! field the loop reads the tag, finds the field through the level's dense
+//! number table, checks the wire type and runs the field's [`Op`]. A
+//! per-level "seen" stamp per field tells a first occurrence (append) from a
+//! repeated one (overwrite: last value wins; for a nested message, keep
+//! filling the same open child row, which is protobuf's merge). When the
+//! record ends, [`Decoding::close_row`] fills every field that did not occur
+//! with its default or null, ends list and map rows, and closes open child
+//! rows. Nothing is allocated per record: stamps are compared, not cleared.
+
+use super::columns::Columns;
+use super::error::{DecodeErrorKind, ProtoError};
+use super::ops::Op;
+use super::plan::{Card, MAX_DEPTH, NodeId, PathId, Plan};
+use super::wire::{self, WireType};
+
+/// A decode error before the record index is known: the path id and what.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub path: PathId,
+    pub kind: DecodeErrorKind,
+}
+
+/// Per struct level state of the row being decoded.
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    /// `seen[i] == stamp` when field `i` occurred in the open row.
+    pub seen: Vec<u32>,
+    /// Identifies the open row; bumped when a row opens.
+    pub stamp: u32,
+    /// Number of singular fields seen in the open row.
+    pub nseen: u32,
+    /// Per oneof: (stamp, field index) of the member set in the open row.
+    pub oneof: Vec<(u32, u16)>,
+    /// Rows closed so far (the level's length).
+    pub rows: usize,
+}
+
+/// The state of one `decode` call: the plan and the builders.
+#[derive(Debug)]
+pub(crate) struct Decoding<'p> {
+    pub plan: &'p Plan,
+    pub cols: Columns,
+    pub nodes: Vec<NodeState>,
+    /// Reused by map key de-duplication.
+    pub scratch: Vec<u32>,
+}
+
+impl<'p> Decoding<'p> {
+    /// Fresh builders for about `rows` records.
+    pub fn new(plan: &'p Plan, rows: usize) -> Self {
+        let nodes = plan
+            .nodes
+            .iter()
+            .map(|n| NodeState {
+                seen: vec![0; n.fields.len()],
+                stamp: 0,
+                nseen: 0,
+                oneof: vec![(0, 0); usize::from(n.n_oneofs)],
+                rows: 0,
+            })
+            .collect();
+        Decoding {
+            plan,
+            cols: Columns::new(&plan.counts, rows),
+            nodes,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Decodes one record as one row of the root level.
+    pub fn record(&mut self, index: usize, bytes: &[u8]) -> Result<(), ProtoError> {
+        self.open_row(0);
+        self.parse_message(0, bytes, 0)
+            .and_then(|()| self.close_row(0))
+            .map_err(|f| ProtoError::Decode {
+                record: index,
+                path: self.plan.paths[f.path as usize].to_string(),
+                kind: f.kind,
+            })
+    }
+
+    /// Decodes the fields of one message payload into the open row of `node`.
+    pub(crate) fn parse_message(
+        &mut self,
+        node: NodeId,
+        buf: &[u8],
+        depth: usize,
+    ) -> Result<(), Fail> {
+        if depth > MAX_DEPTH {
+            let path = self.plan.nodes[node as usize].path;
+            return Err(Fail {
+                path,
+                kind: DecodeErrorKind::TooDeep(MAX_DEPTH),
+            });
+        }
+        // The open row's seen stamps live in locals while the loop runs (no
+        // reloads through `self`); nested messages use other nodes' state.
+        let st = &mut self.nodes[node as usize];
+        let stamp = st.stamp;
+        let mut seen = std::mem::take(&mut st.seen);
+        let mut newly_seen = 0u32;
+        let result = self.parse_fields(node, buf, depth, &mut seen, stamp, &mut newly_seen);
+        let st = &mut self.nodes[node as usize];
+        st.seen = seen;
+        st.nseen = st.nseen.wrapping_add(newly_seen);
+        result
+    }
+
+    /// The decode loop proper (see the module doc).
+    #[inline(always)]
+    fn parse_fields(
+        &mut self,
+        node: NodeId,
+        mut buf: &[u8],
+        depth: usize,
+        seen: &mut [u32],
+        stamp: u32,
+        newly_seen: &mut u32,
+    ) -> Result<(), Fail> {
+        let plan = self.plan;
+        let n = &plan.nodes[node as usize];
+        // Position in `n.fast` of the field expected next.
+        let mut expect = 0usize;
+        while !buf.is_empty() {
+            let (index, wire) = match n.fast.get(expect) {
+                Some(fast) if fast.matches(buf) => {
+                    buf = &buf[usize::from(fast.len)..];
+                    (usize::from(fast.index), fast.wire)
+                }
+                _ => {
+                    let (number, wire) =
+                        wire::read_tag(&mut buf).map_err(|kind| Fail { path: n.path, kind })?;
+                    match n.find(number) {
+                        Some(index) => (index, wire),
+                        None => {
+                            let mut rest = buf;
+                            wire::skip(wire, &mut rest)
+                                .map_err(|kind| Fail { path: n.path, kind })?;
+                            buf = rest;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let f = &n.fields[index];
+            expect = f.next as usize;
+            match f.card {
+                Card::Singular => {
+                    if wire != f.wire {
+                        return Err(wrong_wire(f.path, f.wire, wire));
+                    }
+                    let first = seen[index] != stamp;
+                    if first {
+                        seen[index] = stamp;
+                        *newly_seen = newly_seen.wrapping_add(1);
+                        if let Some(oneof) = f.oneof {
+                            if let Some(cleared) = self.switch_oneof(node, oneof, index, stamp) {
+                                seen[cleared] = stamp.wrapping_sub(1);
+                                *newly_seen = newly_seen.wrapping_sub(1);
+                            }
+                        }
+                    }
+                    self.apply(&f.op, first, &mut buf, f.path, depth)?;
+                }
+                Card::Repeated { packable, .. } => {
+                    if wire == f.wire {
+                        self.apply(&f.op, true, &mut buf, f.path, depth)?;
+                        if let Op::Message(child) = f.op {
+                            self.close_row(child)?;
+                        }
+                    } else if wire == WireType::Len && packable {
+                        let mut packed =
+                            wire::read_len(&mut buf).map_err(|kind| Fail { path: f.path, kind })?;
+                        while !packed.is_empty() {
+                            self.apply(&f.op, true, &mut packed, f.path, depth)?;
+                        }
+                    } else {
+                        return Err(wrong_wire(f.path, f.wire, wire));
+                    }
+                }
+                Card::Map { entry, .. } => {
+                    if wire != WireType::Len {
+                        return Err(wrong_wire(f.path, WireType::Len, wire));
+                    }
+                    self.apply(&f.op, true, &mut buf, f.path, depth)?;
+                    self.close_row(entry)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that oneof member `index` of `node` is set in the open row;
+    /// if another member was set before it, drops that member's value and
+    /// returns its index.
+    #[inline(never)]
+    fn switch_oneof(
+        &mut self,
+        node: NodeId,
+        oneof: u16,
+        index: usize,
+        stamp: u32,
+    ) -> Option<usize> {
+        let slot = &mut self.nodes[node as usize].oneof[usize::from(oneof)];
+        let previous = *slot;
+        *slot = (stamp, index as u16);
+        let cleared = usize::from(previous.1);
+        if previous.0 != stamp || cleared == index {
+            return None;
+        }
+        self.clear_field(node, cleared);
+        Some(cleared)
+    }
+}
+
+#[cold]
+fn wrong_wire(path: PathId, expected: WireType, found: WireType) -> Fail {
+    let kind = match found {
+        WireType::StartGroup | WireType::EndGroup => DecodeErrorKind::Group,
+        _ => DecodeErrorKind::WrongWireType { expected, found },
+    };
+    Fail { path, kind }
+}

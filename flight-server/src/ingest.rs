@@ -1,0 +1,266 @@
+//! Arrow Flight `DoPut` ingest.
+//!
+//! The convention (shared with the Zerobus SDKs' Arrow path, so those SDKs
+//! and plain `pyarrow.flight` both work):
+//!
+//! 1. The table is named by the `x-databricks-zerobus-table-name` header or
+//!    by the descriptor path (`FlightDescriptor::new_path(["sensors"])`). A
+//!    dotted name (`catalog.schema.table`) resolves to its last part.
+//! 2. The first message carries the batch schema. It is checked against the
+//!    table at once; then the server sends the ready ack
+//!    `{"ack_up_to_offset": -1, "ack_up_to_records": 0}`.
+//! 3. Each batch carries `app_metadata` `{"offset_id": n}`, numbered 0, 1, 2,
+//!    ... per stream. A batch without it gets the next number. Any other
+//!    number is OUT_OF_RANGE.
+//! 4. Once a batch is in the WAL and fsynced, the server acks it with
+//!    `{"ack_up_to_offset": n, "ack_up_to_records": r}`: every batch up to
+//!    `n` (and `r` rows in all) is durable and visible to SQL.
+//!
+//! A bad batch ends the stream with an error naming the problem; nothing of
+//! it is written, and what came before it is acked first. While a table's
+//! tail is over its memory budget the stream is not read, so gRPC flow
+//! control pushes back on the producer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow_flight::PutResult;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status};
+use weir_provider::{Catalog, Table};
+use weir_wal::PendingAppend;
+
+use crate::{Error, Result};
+
+/// The header naming the table, as the Zerobus SDKs send it.
+pub const TABLE_HEADER: &str = "x-databricks-zerobus-table-name";
+
+/// Batches accepted but not yet acked, per stream.
+const MAX_UNACKED: usize = 1024;
+
+/// The response stream of `DoPut`.
+pub type AckStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send + 'static>>;
+
+/// Serves one `DoPut` stream.
+pub async fn do_put(
+    catalog: &Catalog,
+    shutdown: watch::Receiver<bool>,
+    request: Request<PeekableFlightDataStream>,
+) -> Result<AckStream> {
+    let header = request
+        .metadata()
+        .get(TABLE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut input = request.into_inner();
+    let descriptor_path = match input.peek().await {
+        Some(Ok(first)) => first
+            .flight_descriptor
+            .as_ref()
+            .and_then(|d| d.path.last().cloned()),
+        Some(Err(status)) => return Err(Error::BadRequest(status.message().to_string())),
+        None => return Err(Error::BadRequest("empty DoPut stream".into())),
+    };
+    let name = header.or(descriptor_path).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "no table named: set the descriptor path or the {TABLE_HEADER} header"
+        ))
+    })?;
+    let name = name.rsplit('.').next().unwrap_or(&name).to_string();
+    let table = catalog.table(&name)?;
+
+    let mut decoder = FlightDataDecoder::new(input.map_err(FlightError::from));
+    match decoder.next().await {
+        Some(Ok(message)) => match message.payload {
+            DecodedPayload::Schema(schema) => {
+                table.conform(&RecordBatch::new_empty(schema))?;
+            }
+            _ => {
+                return Err(Error::BadRequest(
+                    "the first DoPut message must carry the schema".into(),
+                ));
+            }
+        },
+        Some(Err(e)) => return Err(Error::BadRequest(format!("invalid Flight data: {e}"))),
+        None => return Err(Error::BadRequest("empty DoPut stream".into())),
+    }
+
+    let (acks, ack_rx) = mpsc::channel(64);
+    acks.send(Ok(ack(-1, 0)))
+        .await
+        .map_err(|_| Error::ShuttingDown)?;
+    tokio::spawn(ingest(table, decoder, acks, shutdown));
+    Ok(Box::pin(ReceiverStream::new(ack_rx)))
+}
+
+enum Step {
+    Append {
+        pending: PendingAppend,
+        offset: i64,
+        records: i64,
+    },
+    Fail(Status),
+}
+
+/// Reads batches, writes them, and hands their durability to the acker.
+async fn ingest(
+    table: Arc<Table>,
+    mut decoder: FlightDataDecoder,
+    acks: mpsc::Sender<Result<PutResult, Status>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (steps, step_rx) = mpsc::channel(MAX_UNACKED);
+    let acker = tokio::spawn(acknowledge(step_rx, acks));
+    let mut next_offset = 0i64;
+    let mut records = 0i64;
+    let outcome: Result<()> = loop {
+        let message = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
+            message = async {
+                table.wait_for_room().await?;
+                Ok::<_, Error>(decoder.next().await)
+            } => message,
+        };
+        let message = match message {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => break Err(Error::BadRequest(format!("invalid Flight data: {e}"))),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let batch = match message.payload {
+            DecodedPayload::RecordBatch(batch) => batch,
+            DecodedPayload::None => continue,
+            DecodedPayload::Schema(_) => {
+                break Err(Error::BadRequest(
+                    "the schema changed within the stream: open a new stream for a new schema"
+                        .into(),
+                ));
+            }
+        };
+        let offset = match offset_of(&message.inner.app_metadata, next_offset) {
+            Ok(offset) => offset,
+            Err(e) => break Err(e),
+        };
+        if offset != next_offset {
+            break Err(Error::OutOfOrder {
+                expected: next_offset,
+                got: offset,
+            });
+        }
+        let appended = table
+            .conform(&batch)
+            .and_then(|batch| {
+                let rows = batch.num_rows() as i64;
+                table
+                    .enqueue_unsynced("", offset, batch)
+                    .map(|pending| (pending, rows))
+            })
+            .map_err(|e| Error::Batch {
+                offset,
+                source: Box::new(e.into()),
+            });
+        let (pending, rows) = match appended {
+            Ok(done) => done,
+            Err(e) => break Err(e),
+        };
+        records += rows;
+        next_offset += 1;
+        let step = Step::Append {
+            pending,
+            offset,
+            records,
+        };
+        if steps.send(step).await.is_err() {
+            return;
+        }
+    };
+    if let Err(e) = outcome {
+        let _ = steps.send(Step::Fail(e.into())).await;
+    }
+    drop(steps);
+    let _ = acker.await;
+}
+
+/// Awaits durability in stream order and sends cumulative acks.
+async fn acknowledge(
+    mut steps: mpsc::Receiver<Step>,
+    acks: mpsc::Sender<Result<PutResult, Status>>,
+) {
+    while let Some(step) = steps.recv().await {
+        let reply = match step {
+            Step::Append {
+                pending,
+                offset,
+                records,
+            } => match pending.await {
+                Ok(_) => Ok(ack(offset, records)),
+                Err(e) => Err(Status::from(Error::Wal(e))),
+            },
+            Step::Fail(status) => Err(status),
+        };
+        let last = reply.is_err();
+        if acks.send(reply).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+fn ack(offset: i64, records: i64) -> PutResult {
+    let json = serde_json::json!({
+        "ack_up_to_offset": offset,
+        "ack_up_to_records": records,
+    });
+    PutResult {
+        app_metadata: json.to_string().into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchMetadata {
+    offset_id: i64,
+}
+
+/// The batch's `offset_id`; `implicit` when it has no metadata.
+fn offset_of(app_metadata: &[u8], implicit: i64) -> Result<i64> {
+    if app_metadata.is_empty() {
+        return Ok(implicit);
+    }
+    serde_json::from_slice::<BatchMetadata>(app_metadata)
+        .map(|m| m.offset_id)
+        .map_err(|e| {
+            Error::BadRequest(format!(
+                "batch app_metadata must be JSON {{\"offset_id\": n}}: {e}"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_come_from_metadata_or_count_up() {
+        assert_eq!(offset_of(b"", 4).unwrap(), 4);
+        assert_eq!(offset_of(br#"{"offset_id": 9}"#, 4).unwrap(), 9);
+        let err = offset_of(b"{}", 0).unwrap_err().to_string();
+        assert!(err.contains("offset_id"), "{err}");
+    }
+
+    #[test]
+    fn acks_are_the_zerobus_json() {
+        let ack = ack(3, 120);
+        let json: serde_json::Value = serde_json::from_slice(&ack.app_metadata).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"ack_up_to_offset": 3, "ack_up_to_records": 120})
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! The `weir` server: Arrow Flight ingest and FlightSQL over one gRPC port,
+//! on top of the WAL, the tables and the SQL engine.
+//!
+//! - [`Config`]: flags and the TOML file; every setting has a default.
+//! - [`Server`]: starts everything ([`Server::start`]) and stops it cleanly
+//!   ([`Server::shutdown`]): stop accepting, ack what is durable, commit
+//!   every tail to Delta.
+//! - [`ingest`]: the `DoPut` convention and its acks.
+//! - [`WeirService`]: the Flight/FlightSQL service.
+//! - [`node`]: the data directory's lock and the node id.
+//!
+//! ```no_run
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), weir_flight_server::Error> {
+//! use weir_flight_server::{Config, Server};
+//!
+//! let server = Server::start(Config::default()).await?; // 127.0.0.1:50051, ./weir-data
+//! println!("listening on {}", server.addr());
+//! server.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+pub mod ingest;
+pub mod node;
+mod server;
+mod service;
+
+pub use config::{CommitSection, Config, WalSection};
+pub use error::{Error, Result};
+pub use server::Server;
+pub use service::WeirService;

@@ -1,0 +1,174 @@
+//! The `weir` command: `weir serve` runs a node, `weir sql` is the SQL
+//! client.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use weir_flight_server::{Config, Server};
+use weir_sql::cli::{Format, Options};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "A streaming table service: push rows over gRPC, query them with SQL, land them in Delta Lake"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (defaults: 127.0.0.1:50051, ./weir-data).
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory (WAL, node id, and the tables by default).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where tables live: a local path or an object store URL.
+        #[arg(long)]
+        storage: Option<String>,
+        /// A TOML config file for everything else.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run SQL against a node: interactive, or with -c / -f.
+    Sql {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// Statements to run, then exit.
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+        /// A file of statements to run, then exit.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Output format: table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: Format,
+        /// Print the row count and time of each statement.
+        #[arg(long)]
+        timing: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve {
+                listen,
+                data_dir,
+                storage,
+                config,
+            } => serve(listen, data_dir, storage, config).await,
+            Command::Sql {
+                server,
+                command,
+                file,
+                format,
+                timing,
+            } => {
+                let options = Options {
+                    server,
+                    command,
+                    file,
+                    format,
+                    timing,
+                };
+                match weir_sql::cli::run(options).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn serve(
+    listen: Option<std::net::SocketAddr>,
+    data_dir: Option<PathBuf>,
+    storage: Option<String>,
+    config_file: Option<PathBuf>,
+) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match config_file {
+        Some(path) => match Config::from_file(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    if storage.is_some() {
+        config.storage = storage;
+    }
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    match server.shutdown().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("shutdown: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

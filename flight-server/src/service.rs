@@ -1,0 +1,152 @@
+//! The gRPC service: Arrow Flight ingest and FlightSQL on one port.
+//!
+//! FlightSQL commands go to the SQL engine; a `DoPut` whose descriptor is
+//! not a FlightSQL command is ingest (see [`crate::ingest`]).
+//!
+//! Statements: `GetFlightInfo(CommandStatementQuery)` plans the query (and
+//! runs DDL at once, so that it runs exactly once) and returns a ticket
+//! holding the SQL; `DoGet` plans it again and streams the rows, so what a
+//! query sees is the table as of `DoGet`. `DoPut(CommandStatementUpdate)`
+//! runs DDL and returns 0 affected rows.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    Any, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use weir_provider::Catalog;
+use weir_sql::{Prepared, SqlEngine};
+
+use crate::{Error, ingest};
+
+/// Ticket handles: a query's SQL, or a statement that already ran.
+const QUERY_PREFIX: &[u8] = b"query:";
+const DONE_HANDLE: &[u8] = b"done";
+
+/// weir's Flight and FlightSQL service.
+#[derive(Debug, Clone)]
+pub struct WeirService {
+    catalog: Arc<Catalog>,
+    engine: SqlEngine,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl WeirService {
+    /// A service over `catalog`; streams end when `shutdown` turns true.
+    pub fn new(catalog: Arc<Catalog>, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            engine: SqlEngine::new(Arc::clone(&catalog)),
+            catalog,
+            shutdown,
+        }
+    }
+}
+
+type DataStream =
+    Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FlightSqlService for WeirService {
+    type FlightService = WeirService;
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let prepared = self
+            .engine
+            .prepare(&query.query)
+            .await
+            .map_err(Error::from)?;
+        let schema = SqlEngine::result_schema(&prepared);
+        let handle = match prepared {
+            Prepared::Query { .. } => [QUERY_PREFIX, query.query.as_bytes()].concat(),
+            Prepared::Done => DONE_HANDLE.to_vec(),
+        };
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .with_endpoint(endpoint)
+            .with_descriptor(request.into_inner());
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        let handle = ticket.statement_handle.as_ref();
+        if handle == DONE_HANDLE {
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        }
+        let sql = handle
+            .strip_prefix(QUERY_PREFIX)
+            .and_then(|sql| std::str::from_utf8(sql).ok())
+            .ok_or_else(|| Status::invalid_argument("unknown statement handle"))?;
+        let Prepared::Query { plan, context } =
+            self.engine.prepare(sql).await.map_err(Error::from)?
+        else {
+            return Err(Status::invalid_argument("the ticket does not hold a query"));
+        };
+        let stream = self
+            .engine
+            .execute(plan, &context)
+            .await
+            .map_err(Error::from)?;
+        let schema = stream.schema();
+        let batches = stream.map_err(|e| {
+            arrow_flight::error::FlightError::from(Status::from(Error::Sql(e.into())))
+        });
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(data)))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        match self
+            .engine
+            .prepare(&command.query)
+            .await
+            .map_err(Error::from)?
+        {
+            Prepared::Done => Ok(0),
+            Prepared::Query { .. } => Err(Status::invalid_argument(
+                "a query is not an update: run it with CommandStatementQuery",
+            )),
+        }
+    }
+
+    async fn do_put_fallback(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+        _message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        let acks = ingest::do_put(&self.catalog, self.shutdown.clone(), request).await?;
+        Ok(Response::new(acks.boxed()))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

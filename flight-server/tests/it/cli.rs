@@ -1,0 +1,87 @@
+//! `weir sql` against a running server, output snapshotted.
+
+use std::process::Command;
+
+use crate::process::*;
+
+fn weir_sql(url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(WEIR)
+        .args(["sql", "--server", url])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn redact_timing(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once(" in ") {
+            Some((rows, time)) if time.ends_with(" s") => format!("{rows} in [time]"),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_runs_commands_files_and_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(&dir.path().join("data"));
+    let url = server.url.clone();
+
+    let (ok, out, _) = weir_sql(
+        &url,
+        &[
+            "-c",
+            "CREATE TABLE events (id BIGINT NOT NULL, round BIGINT NOT NULL); SHOW TABLES",
+        ],
+    );
+    assert!(ok);
+    insta::assert_snapshot!(out, @"");
+
+    let client = weir_client::Client::connect(&url).await.unwrap();
+    let mut stream = client
+        .open_stream(
+            "events",
+            ids_schema(),
+            weir_client::StreamOptions::default(),
+        )
+        .await
+        .unwrap();
+    stream.send(ids_batch(1, 3, 7)).await.unwrap();
+    stream.close().await.unwrap();
+
+    let (ok, out, _) = weir_sql(
+        &url,
+        &["--timing", "-c", "SELECT * FROM events ORDER BY id"],
+    );
+    assert!(ok);
+    insta::assert_snapshot!(redact_timing(&out), @"");
+
+    let (ok, out, _) = weir_sql(
+        &url,
+        &["--format", "csv", "-c", "SELECT id FROM events ORDER BY id"],
+    );
+    assert!(ok);
+    insta::assert_snapshot!(out, @"");
+
+    let script = dir.path().join("q.sql");
+    std::fs::write(
+        &script,
+        "-- a comment; with a semicolon\nSELECT count(*) AS n FROM events;\nDESCRIBE events;\n",
+    )
+    .unwrap();
+    let (ok, out, _) = weir_sql(&url, &["--format", "json", "-f", script.to_str().unwrap()]);
+    assert!(ok);
+    insta::assert_snapshot!(out, @"");
+
+    let (ok, _, err) = weir_sql(&url, &["-c", "SELECT nope FROM events"]);
+    assert!(!ok, "a failed statement exits non-zero");
+    assert!(err.contains("nope"), "{err}");
+
+    server.kill();
+}

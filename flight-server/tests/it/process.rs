@@ -1,0 +1,122 @@
+//! A `weir serve` child process and helpers around it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use weir_sql::cli::{Client, Format};
+
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// A running `weir serve`.
+pub struct WeirProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+/// Writes a config with short commit intervals.
+pub fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("weir.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\n[wal]\nsegment_bytes = 65536\n[commit]\ninterval_ms = 150\ncheckpoint_interval = 4\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `weir serve` on `data_dir` and waits for its address.
+pub fn spawn(data_dir: &Path) -> WeirProcess {
+    let config = write_config(data_dir.parent().unwrap());
+    let mut child = Command::new(WEIR)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !sent && line.contains("listening") {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(Ok(addr.split_whitespace().next().unwrap().to_string()));
+                    sent = true;
+                }
+            }
+            if !sent && line.contains("ERROR") {
+                let _ = tx.send(Err(line.clone()));
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("weir serve did not start within 60 s")
+        .unwrap_or_else(|line| panic!("weir serve failed: {line}"));
+    WeirProcess {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
+
+impl WeirProcess {
+    pub fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+pub async fn sql(url: &str, sql: &str) -> Vec<RecordBatch> {
+    let mut client = Client::connect(url, Format::Table, false).await.unwrap();
+    client
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .1
+}
+
+pub async fn scalar(url: &str, query: &str) -> i64 {
+    let batches = sql(url, query).await;
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+pub fn ids_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("round", DataType::Int64, false),
+    ]))
+}
+
+pub fn ids_batch(first: i64, rows: i64, round: i64) -> RecordBatch {
+    RecordBatch::try_new(
+        ids_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(first..first + rows)),
+            Arc::new(Int64Array::from_iter_values((0..rows).map(|_| round))),
+        ],
+    )
+    .unwrap()
+}

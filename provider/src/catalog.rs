@@ -1,0 +1,433 @@
+//! The set of tables of one node: creating, opening, dropping, WAL replay,
+//! the committers and WAL truncation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::Schema;
+use deltalake::{DeltaTable, TableProperty};
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+use url::Url;
+use weir_wal::{Wal, WalPosition, WalRecord};
+
+use crate::table::{Table, TableConfig, app_id};
+use crate::{Error, Result, entry, schema};
+
+/// What replaying the WAL found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Records put back into a table's tail.
+    pub restored: usize,
+    /// Records Delta already holds (at or below the table's `txn`).
+    pub already_committed: usize,
+    /// Records of tables that no longer exist.
+    pub orphaned: usize,
+}
+
+/// The tables of a node.
+#[derive(Debug)]
+pub struct Catalog {
+    root: Url,
+    node_id: String,
+    wal: Arc<Wal>,
+    config: TableConfig,
+    tables: RwLock<BTreeMap<String, Arc<Table>>>,
+    stop: watch::Sender<bool>,
+    committers: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Catalog {
+    /// Opens every table under `root`, then puts the WAL records that Delta
+    /// does not have yet back into the tables' tails.
+    pub async fn open(
+        root: Url,
+        node_id: String,
+        wal: Arc<Wal>,
+        replay: Vec<WalRecord>,
+        config: TableConfig,
+    ) -> Result<(Arc<Self>, ReplayStats)> {
+        let root = directory_url(root)?;
+        if root.scheme() == "file" {
+            let path = local_path(&root)?;
+            std::fs::create_dir_all(&path).map_err(|e| Error::InvalidStorage {
+                location: root.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let catalog = Arc::new(Self {
+            root,
+            node_id,
+            wal,
+            config,
+            tables: RwLock::new(BTreeMap::new()),
+            stop: watch::channel(false).0,
+            committers: parking_lot::Mutex::new(Vec::new()),
+        });
+        for name in catalog.list_table_dirs().await? {
+            match catalog.load(&name).await {
+                Ok(table) => {
+                    catalog.tables.write().insert(name, table);
+                }
+                Err(e) => {
+                    warn!(table = %name, error = %e, "skipping a directory that is not a readable Delta table")
+                }
+            }
+        }
+        let stats = catalog.replay(replay)?;
+        Ok((catalog, stats))
+    }
+
+    /// The storage root the tables live under.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &str) -> Result<Arc<Table>> {
+        self.tables
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::TableNotFound {
+                name: name.to_string(),
+            })
+    }
+
+    /// The names of all tables, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        self.tables.read().keys().cloned().collect()
+    }
+
+    /// Creates a Delta table `name` with `columns` (see [`crate::schema`]
+    /// for the type mapping) and starts its committer.
+    pub async fn create_table(
+        self: &Arc<Self>,
+        name: &str,
+        columns: &Schema,
+        if_not_exists: bool,
+    ) -> Result<Arc<Table>> {
+        validate_name(name)?;
+        if let Ok(table) = self.table(name) {
+            return if if_not_exists {
+                Ok(table)
+            } else {
+                Err(Error::TableExists {
+                    name: name.to_string(),
+                })
+            };
+        }
+        let delta_schema = schema::delta_schema_for(columns)?;
+        let url = self.table_url(name)?;
+        if url.scheme() == "file" {
+            let path = local_path(&url)?;
+            if path.join("_delta_log").exists() {
+                return Err(Error::TableExists {
+                    name: name.to_string(),
+                });
+            }
+            std::fs::create_dir_all(&path).map_err(|e| Error::InvalidStorage {
+                location: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let delta = DeltaTable::try_from_url(url)
+            .await
+            .map_err(|e| Error::delta(name, e))?
+            .create()
+            .with_table_name(name)
+            .with_columns(delta_schema.fields().cloned())
+            .with_configuration_property(
+                TableProperty::CheckpointInterval,
+                Some(self.config.checkpoint_interval.to_string()),
+            )
+            .await
+            .map_err(|e| Error::delta(name, e))?;
+        let table = Arc::new(self.table_from_delta(name, delta, WalPosition::ZERO)?);
+        self.tables
+            .write()
+            .insert(name.to_string(), Arc::clone(&table));
+        self.spawn_committer(Arc::clone(&table));
+        info!(table = name, "created table");
+        Ok(table)
+    }
+
+    /// Drops table `name`: deletes its Delta table. Streams writing to it
+    /// fail with "not found"; its records left in the WAL are ignored.
+    pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {
+        let removed = self.tables.write().remove(name);
+        let Some(table) = removed else {
+            return if if_exists {
+                Ok(())
+            } else {
+                Err(Error::TableNotFound {
+                    name: name.to_string(),
+                })
+            };
+        };
+        table.mark_dropped();
+        let _no_commit_running = table.commit_lock.lock().await;
+        let url = self.table_url(name)?;
+        if url.scheme() == "file" {
+            let path = local_path(&url)?;
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                warn!(table = name, error = %e, "could not remove the table's directory");
+            }
+        } else {
+            let (store, prefix) = object_store::parse_url(&url)?;
+            let locations = store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+            store
+                .delete_stream(locations)
+                .try_collect::<Vec<_>>()
+                .await?;
+        }
+        info!(table = name, "dropped table");
+        Ok(())
+    }
+
+    /// Starts the background committers of all tables.
+    pub fn start_committers(self: &Arc<Self>) {
+        let tables: Vec<_> = self.tables.read().values().cloned().collect();
+        for table in tables {
+            self.spawn_committer(table);
+        }
+    }
+
+    /// Stops the committers, commits every tail to Delta, truncates the WAL
+    /// and closes it. Ingest must have stopped first.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.stop.send_replace(true);
+        let handles: Vec<_> = std::mem::take(&mut *self.committers.lock());
+        for handle in handles {
+            let _ = handle.await;
+        }
+        let tables: Vec<_> = self.tables.read().values().cloned().collect();
+        let mut first_error = None;
+        for table in tables {
+            match table.commit().await {
+                Ok(Some(done)) => {
+                    info!(
+                        table = table.name(),
+                        version = done.version,
+                        rows = done.rows,
+                        "committed the tail on shutdown"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    error!(table = table.name(), error = %e, "commit on shutdown failed; the rows stay in the WAL");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.truncate_wal();
+        self.wal.close()?;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Commits every table's tail now (used by tests and by shutdown).
+    pub async fn commit_all(&self) -> Result<usize> {
+        let tables: Vec<_> = self.tables.read().values().cloned().collect();
+        let mut commits = 0;
+        for table in tables {
+            if table.commit().await?.is_some() {
+                commits += 1;
+            }
+        }
+        self.truncate_wal();
+        Ok(commits)
+    }
+
+    fn spawn_committer(self: &Arc<Self>, table: Arc<Table>) {
+        let catalog = Arc::downgrade(self);
+        let mut stop = self.stop.subscribe();
+        let interval = self.config.commit_interval;
+        let handle = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = table.commit_wanted.notified() => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                }
+                if table.is_dropped() {
+                    return;
+                }
+                match table.commit().await {
+                    Ok(Some(done)) => {
+                        info!(
+                            table = table.name(),
+                            version = done.version,
+                            rows = done.rows,
+                            through = %done.through,
+                            ms = done.elapsed.as_millis() as u64,
+                            "committed to Delta"
+                        );
+                        match catalog.upgrade() {
+                            Some(catalog) => catalog.truncate_wal(),
+                            None => return,
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => error!(table = table.name(), error = %e, "commit failed; will retry"),
+                }
+            }
+        });
+        self.committers.lock().push(handle);
+    }
+
+    /// Deletes the WAL segments no table needs any more.
+    fn truncate_wal(&self) {
+        let needed_after = self
+            .tables
+            .read()
+            .values()
+            .map(|t| t.wal_needed_after())
+            .min()
+            .unwrap_or_else(|| self.wal.durable_position());
+        match self.wal.truncate_through(needed_after) {
+            Ok(0) => {}
+            Ok(n) => info!(segments = n, through = %needed_after, "deleted WAL segments"),
+            Err(e) => warn!(error = %e, "could not delete WAL segments"),
+        }
+    }
+
+    fn replay(&self, records: Vec<WalRecord>) -> Result<ReplayStats> {
+        let by_id: HashMap<String, Arc<Table>> = self
+            .tables
+            .read()
+            .values()
+            .map(|t| (t.id.clone(), Arc::clone(t)))
+            .collect();
+        let mut stats = ReplayStats::default();
+        for record in records {
+            let malformed = |reason| Error::MalformedEntry {
+                position: record.position,
+                reason,
+            };
+            let table_id = entry::table_id(&record.payload).map_err(malformed)?;
+            let Some(table) = by_id.get(table_id) else {
+                stats.orphaned += 1;
+                continue;
+            };
+            if record.position <= table.state.lock().committed_through {
+                stats.already_committed += 1;
+                continue;
+            }
+            let entry = entry::decode(&record.payload).map_err(malformed)?;
+            table.restore(record.position, entry.batch);
+            stats.restored += 1;
+        }
+        Ok(stats)
+    }
+
+    async fn load(&self, name: &str) -> Result<Arc<Table>> {
+        let started = Instant::now();
+        let url = self.table_url(name)?;
+        let delta = deltalake::open_table(url)
+            .await
+            .map_err(|e| Error::delta(name, e))?;
+        let snapshot = delta.snapshot().map_err(|e| Error::delta(name, e))?;
+        let committed = snapshot
+            .transaction_version(delta.log_store().as_ref(), app_id(&self.node_id, name))
+            .await
+            .map_err(|e| Error::delta(name, e))?
+            .map_or(WalPosition::ZERO, |v| WalPosition(v.max(0) as u64));
+        let table = self.table_from_delta(name, delta, committed)?;
+        info!(
+            table = name,
+            version = ?table.stats().delta_version,
+            committed_through = %committed,
+            ms = started.elapsed().as_millis() as u64,
+            "loaded table"
+        );
+        Ok(Arc::new(table))
+    }
+
+    fn table_from_delta(
+        &self,
+        name: &str,
+        delta: DeltaTable,
+        committed: WalPosition,
+    ) -> Result<Table> {
+        let snapshot = delta.snapshot().map_err(|e| Error::delta(name, e))?;
+        let delta_schema = snapshot.schema();
+        let arrow = schema::arrow_schema_of(delta_schema.as_ref())?;
+        Table::new(
+            name.to_string(),
+            delta,
+            committed,
+            arrow,
+            &self.node_id,
+            Arc::clone(&self.wal),
+            self.config.clone(),
+        )
+    }
+
+    async fn list_table_dirs(&self) -> Result<Vec<String>> {
+        let (store, prefix) = object_store::parse_url(&self.root)?;
+        let listing = store.list_with_delimiter(Some(&prefix)).await?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|name| validate_name(name).is_ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn table_url(&self, name: &str) -> Result<Url> {
+        self.root
+            .join(&format!("{name}/"))
+            .map_err(|e| Error::InvalidStorage {
+                location: self.root.to_string(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Table names: a letter or `_`, then letters, digits or `_`; at most 128
+/// bytes; stored lower-case, as SQL folds unquoted names.
+pub fn validate_name(name: &str) -> Result<()> {
+    let invalid = |reason| Error::InvalidTableName {
+        name: name.to_string(),
+        reason,
+    };
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return Err(invalid("it is empty")),
+        Some(c) if !(c.is_ascii_lowercase() || c == '_') => {
+            return Err(invalid("it must start with a lower-case letter or '_'"));
+        }
+        Some(_) => {}
+    }
+    if name.len() > 128 {
+        return Err(invalid("it is longer than 128 bytes"));
+    }
+    if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(invalid(
+            "only lower-case letters, digits and '_' are allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// `root` with a trailing slash, so that joining a table name appends.
+fn directory_url(mut root: Url) -> Result<Url> {
+    if !root.path().ends_with('/') {
+        let path = format!("{}/", root.path());
+        root.set_path(&path);
+    }
+    Ok(root)
+}
+
+fn local_path(url: &Url) -> Result<std::path::PathBuf> {
+    url.to_file_path().map_err(|()| Error::InvalidStorage {
+        location: url.to_string(),
+        reason: "not a local path".into(),
+    })
+}

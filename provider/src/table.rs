@@ -1,0 +1,320 @@
+//! One weir table: its Delta table, its in-memory tail, and the lock that
+//! keeps the two a consistent cut.
+//!
+//! Every accepted batch goes to the WAL and, in the same critical section,
+//! to the table's *tail*: the rows that are in the WAL but not yet in Delta.
+//! A query or a commit reads, under that same lock, the Delta snapshot, its
+//! `txn` watermark and the tail entries at or below the WAL's durable
+//! position. Because an entry is placed in the tail under the lock in which
+//! its WAL position is assigned, every entry at or below a durable position
+//! read under the lock is already in the tail: nothing durable is missed,
+//! and nothing not yet durable is shown.
+
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use deltalake::DeltaTable;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use weir_wal::{PendingAppend, Wal, WalPosition};
+
+use crate::{Error, Result, entry};
+
+/// How a table buffers and commits. `Default` is for production,
+/// [`TableConfig::for_tests`] for fast tests.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// Commit at least this often when the tail is not empty.
+    pub commit_interval: Duration,
+    /// Commit as soon as the tail holds this many bytes of Arrow data.
+    pub commit_target_bytes: usize,
+    /// Stop reading from producers while the tail holds this many bytes.
+    pub tail_budget_bytes: usize,
+    /// Write a Delta checkpoint every this many commits.
+    pub checkpoint_interval: u64,
+    /// zstd level of the Parquet files.
+    pub zstd_level: i32,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            commit_interval: Duration::from_secs(10),
+            commit_target_bytes: 128 << 20,
+            tail_budget_bytes: 1 << 30,
+            checkpoint_interval: 20,
+            zstd_level: 3,
+        }
+    }
+}
+
+impl TableConfig {
+    /// Small limits and short intervals for tests.
+    pub fn for_tests() -> Self {
+        Self {
+            commit_interval: Duration::from_millis(200),
+            commit_target_bytes: 256 << 10,
+            tail_budget_bytes: 4 << 20,
+            checkpoint_interval: 5,
+            zstd_level: 1,
+        }
+    }
+}
+
+/// A table: shared by ingest streams, queries and its committer.
+#[derive(Debug)]
+pub struct Table {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) app_id: String,
+    pub(crate) schema: SchemaRef,
+    pub(crate) wal: Arc<Wal>,
+    pub(crate) config: TableConfig,
+    pub(crate) state: Mutex<State>,
+    /// Signalled whenever the tail shrinks (or the table is dropped).
+    room: Notify,
+    /// Signalled when the tail reaches the commit target.
+    pub(crate) commit_wanted: Notify,
+    /// One commit at a time.
+    pub(crate) commit_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    /// The Delta snapshot queries read.
+    pub(crate) delta: DeltaTable,
+    /// The `txn` version of `delta`: every record of this table at or below
+    /// it is in Delta.
+    pub(crate) committed_through: WalPosition,
+    pub(crate) tail: VecDeque<TailEntry>,
+    pub(crate) tail_bytes: usize,
+    pub(crate) dropped: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct TailEntry {
+    pub(crate) position: WalPosition,
+    pub(crate) batch: RecordBatch,
+    pub(crate) bytes: usize,
+}
+
+/// What a query reads: one consistent cut.
+#[derive(Debug)]
+pub struct Cut {
+    /// The Delta snapshot.
+    pub delta: DeltaTable,
+    /// Its `txn` watermark.
+    pub committed_through: WalPosition,
+    /// Durable rows above the watermark, in WAL order.
+    pub tail: Vec<RecordBatch>,
+}
+
+/// Sizes, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableStats {
+    pub tail_batches: usize,
+    pub tail_rows: usize,
+    pub tail_bytes: usize,
+    pub delta_version: Option<u64>,
+    pub committed_through: WalPosition,
+}
+
+impl Table {
+    pub(crate) fn new(
+        name: String,
+        delta: DeltaTable,
+        committed_through: WalPosition,
+        schema: SchemaRef,
+        node_id: &str,
+        wal: Arc<Wal>,
+        config: TableConfig,
+    ) -> Result<Self> {
+        let id = delta
+            .snapshot()
+            .map_err(|e| Error::delta(&name, e))?
+            .metadata()
+            .id()
+            .to_string();
+        Ok(Self {
+            app_id: app_id(node_id, &name),
+            name,
+            id,
+            schema,
+            wal,
+            config,
+            state: Mutex::new(State {
+                delta,
+                committed_through,
+                tail: VecDeque::new(),
+                tail_bytes: 0,
+                dropped: false,
+            }),
+            room: Notify::new(),
+            commit_wanted: Notify::new(),
+            commit_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The table's Arrow schema (canonical; see [`crate::schema`]).
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Checks rows against the table and casts them into its schema.
+    pub fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        weir_codec::conform(batch, &self.schema).map_err(|source| Error::Rows {
+            table: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Waits until the tail has room under its byte budget. Ingest calls
+    /// this before reading the next request from a producer, so a full
+    /// tail turns into gRPC flow control instead of unbounded memory.
+    pub async fn wait_for_room(&self) -> Result<()> {
+        loop {
+            let mut notified = pin!(self.room.notified());
+            notified.as_mut().enable();
+            {
+                let state = self.state.lock();
+                if state.dropped {
+                    return Err(Error::TableNotFound {
+                        name: self.name.clone(),
+                    });
+                }
+                if state.tail_bytes < self.config.tail_budget_bytes {
+                    return Ok(());
+                }
+            }
+            self.commit_wanted.notify_one();
+            notified.await;
+        }
+    }
+
+    /// Writes `batch` (already conformed) to the WAL and the tail. Returns
+    /// at once; the rows are durable, visible and ackable when the returned
+    /// [`PendingAppend`] resolves.
+    pub fn enqueue_unsynced(
+        &self,
+        stream: &str,
+        offset_id: i64,
+        batch: RecordBatch,
+    ) -> Result<PendingAppend> {
+        let payload =
+            entry::encode(&self.id, stream, offset_id, &batch).map_err(|source| Error::Rows {
+                table: self.name.clone(),
+                source,
+            })?;
+        let bytes = batch.get_array_memory_size();
+        let mut state = self.state.lock();
+        if state.dropped {
+            return Err(Error::TableNotFound {
+                name: self.name.clone(),
+            });
+        }
+        let pending = self.wal.enqueue(payload)?;
+        state.tail.push_back(TailEntry {
+            position: pending.position(),
+            batch,
+            bytes,
+        });
+        state.tail_bytes += bytes;
+        let full = state.tail_bytes >= self.config.commit_target_bytes;
+        drop(state);
+        if full {
+            self.commit_wanted.notify_one();
+        }
+        Ok(pending)
+    }
+
+    /// Puts a replayed WAL record back in the tail, unless Delta has it.
+    pub(crate) fn restore(&self, position: WalPosition, batch: RecordBatch) -> bool {
+        let mut state = self.state.lock();
+        if position <= state.committed_through {
+            return false;
+        }
+        let bytes = batch.get_array_memory_size();
+        state.tail.push_back(TailEntry {
+            position,
+            batch,
+            bytes,
+        });
+        state.tail_bytes += bytes;
+        true
+    }
+
+    /// The Delta snapshot and the durable tail above it, read atomically.
+    pub fn cut(&self) -> Cut {
+        let state = self.state.lock();
+        let durable = self.wal.durable_position();
+        let tail = state
+            .tail
+            .iter()
+            .take_while(|e| e.position <= durable)
+            .map(|e| e.batch.clone())
+            .collect();
+        Cut {
+            delta: state.delta.clone(),
+            committed_through: state.committed_through,
+            tail,
+        }
+    }
+
+    /// The highest WAL position this table no longer needs.
+    pub(crate) fn wal_needed_after(&self) -> WalPosition {
+        let state = self.state.lock();
+        match state.tail.front() {
+            Some(first) => WalPosition(first.position.get() - 1),
+            None => self.wal.durable_position(),
+        }
+    }
+
+    /// Drops the rows Delta now holds and wakes producers waiting for room.
+    pub(crate) fn finish_commit(&self, delta: DeltaTable, through: WalPosition) {
+        let mut state = self.state.lock();
+        while state.tail.front().is_some_and(|e| e.position <= through) {
+            let entry = state.tail.pop_front().expect("front exists");
+            state.tail_bytes -= entry.bytes;
+        }
+        state.delta = delta;
+        state.committed_through = through;
+        drop(state);
+        self.room.notify_waiters();
+    }
+
+    pub(crate) fn mark_dropped(&self) {
+        self.state.lock().dropped = true;
+        self.room.notify_waiters();
+        self.commit_wanted.notify_one();
+    }
+
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.state.lock().dropped
+    }
+
+    /// Current sizes.
+    pub fn stats(&self) -> TableStats {
+        let state = self.state.lock();
+        TableStats {
+            tail_batches: state.tail.len(),
+            tail_rows: state.tail.iter().map(|e| e.batch.num_rows()).sum(),
+            tail_bytes: state.tail_bytes,
+            delta_version: state.delta.version(),
+            committed_through: state.committed_through,
+        }
+    }
+}
+
+/// The Delta `txn` app id of a table on a node.
+pub(crate) fn app_id(node_id: &str, table: &str) -> String {
+    format!("weir/{node_id}/{table}")
+}

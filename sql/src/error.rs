@@ -1,0 +1,44 @@
+//! The crate's one error type.
+
+use datafusion::error::DataFusionError;
+
+/// A `Result` with [`Error`] as its default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong running SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A statement weir does not run (the message says what to do instead).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Planning or running the statement failed.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    /// Creating, finding or dropping a table failed.
+    #[error(transparent)]
+    Table(#[from] weir_provider::Error),
+    /// The CLI could not talk to the server.
+    #[error("server: {0}")]
+    Server(String),
+    /// The CLI could not read a file or the terminal.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// True if the statement was wrong, false if weir failed running it.
+    pub fn is_caller_fault(&self) -> bool {
+        match self {
+            Error::Unsupported(_) => true,
+            Error::DataFusion(e) => matches!(
+                e.find_root(),
+                DataFusionError::Plan(_)
+                    | DataFusionError::SQL(..)
+                    | DataFusionError::SchemaError(..)
+                    | DataFusionError::NotImplemented(_)
+            ),
+            Error::Table(e) => e.is_caller_fault(),
+            Error::Server(_) | Error::Io(_) => false,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! weir's SQL front end: the query engine over a node's tables, and the
+//! bundled `weir sql` command-line client.
+//!
+//! - [`SqlEngine`]: runs one SQL statement against a [`Catalog`]. Queries
+//!   go to DataFusion over each table's [`TableScanProvider`]; `CREATE
+//!   TABLE` and `DROP TABLE` create and delete Delta tables; `SHOW TABLES`
+//!   and `DESCRIBE` come from DataFusion's information schema.
+//! - [`cli`]: the interactive client, which talks FlightSQL to a server.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use std::sync::Arc;
+//! # let dir = tempfile::tempdir()?;
+//! # let (wal, replay) = weir_wal::Wal::open(&dir.path().join("wal"), weir_wal::WalConfig::for_tests())?;
+//! # let root = url::Url::from_directory_path(dir.path().join("tables")).unwrap();
+//! # let (catalog, _) = weir_provider::Catalog::open(
+//! #     root, "n".into(), Arc::new(wal), replay, weir_provider::TableConfig::for_tests()).await?;
+//! use weir_sql::{Outcome, SqlEngine};
+//!
+//! let engine = SqlEngine::new(catalog);
+//! engine.run("CREATE TABLE sensors (id BIGINT NOT NULL, site VARCHAR)").await?;
+//! let Outcome::Rows(batches) = engine.run("SELECT count(*) AS n FROM sensors").await? else {
+//!     unreachable!()
+//! };
+//! assert_eq!(arrow::util::pretty::pretty_format_batches(&batches)?.to_string(),
+//!     "+---+\n| n |\n+---+\n| 0 |\n+---+");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Catalog`]: weir_provider::Catalog
+//! [`TableScanProvider`]: weir_provider::TableScanProvider
+
+pub mod cli;
+mod engine;
+mod error;
+
+pub use engine::{Outcome, Prepared, SqlEngine};
+pub use error::{Error, Result};

@@ -1,0 +1,7 @@
+//! End-to-end tests: a real server on a loopback port, real gRPC clients,
+//! real Delta tables on disk.
+
+mod bad_input;
+mod ingest;
+mod sql;
+mod support;

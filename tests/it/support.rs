@@ -1,0 +1,162 @@
+//! A server in this process on an ephemeral loopback port, and clients.
+
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::util::pretty::pretty_format_batches;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use weir_flight_server::{Config, Server};
+
+pub const SENSORS_DDL: &str =
+    "CREATE TABLE sensors (id BIGINT NOT NULL, ts TIMESTAMP, temp DOUBLE, site VARCHAR)";
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(Config::for_tests(dir.path())).await.unwrap();
+        Self {
+            server: Some(server),
+            dir,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server().addr())
+    }
+
+    /// Stops cleanly and starts again on the same data directory.
+    pub async fn restart(&mut self) {
+        self.server.take().unwrap().shutdown().await.unwrap();
+        let server = Server::start(Config::for_tests(self.dir.path()))
+            .await
+            .unwrap();
+        self.server = Some(server);
+    }
+
+    pub async fn flight_sql(&self) -> FlightSqlServiceClient<Channel> {
+        let channel = Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FlightSqlServiceClient::new(channel)
+    }
+
+    /// Runs a statement over FlightSQL and returns its rows.
+    pub async fn try_sql(&self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+        let mut client = self.flight_sql().await;
+        let info = client
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(to_status)?;
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let stream = client
+                .do_get(endpoint.ticket.unwrap())
+                .await
+                .map_err(to_status)?;
+            batches.extend(stream.try_collect::<Vec<_>>().await.map_err(to_status)?);
+        }
+        Ok(batches)
+    }
+
+    pub async fn sql(&self, sql: &str) -> Vec<RecordBatch> {
+        self.try_sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The rows of a query as a text table.
+    pub async fn sql_text(&self, sql: &str) -> String {
+        pretty_format_batches(&self.sql(sql).await)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A single BIGINT result.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let batches = self.sql(sql).await;
+        let column = batches[0].column(0);
+        column
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap_or_else(|| panic!("{sql} returned {:?}", column.data_type()))
+            .value(0)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(&format!("SELECT count(*) FROM {table}")).await
+    }
+
+    pub async fn client(&self) -> weir_client::Client {
+        weir_client::Client::connect(&self.url()).await.unwrap()
+    }
+
+    pub fn table_url(&self, table: &str) -> url::Url {
+        url::Url::from_directory_path(self.dir.path().join("tables").join(table)).unwrap()
+    }
+}
+
+pub fn to_status(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(status) => *status,
+        other => tonic::Status::unknown(other.to_string()),
+    }
+}
+
+/// The schema a producer of `sensors` uses.
+pub fn sensors_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("temp", DataType::Float64, true),
+        Field::new("site", DataType::Utf8, true),
+    ]))
+}
+
+/// `rows` sensor rows with ids `first..first + rows`.
+pub fn sensor_batch(first: i64, rows: usize) -> RecordBatch {
+    let ids: Vec<i64> = (first..first + rows as i64).collect();
+    RecordBatch::try_new(
+        sensors_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    ids.iter()
+                        .map(|i| 1_700_000_000_000_000 + i)
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(Float64Array::from(
+                ids.iter()
+                    .map(|i| (*i % 40) as f64 / 2.0)
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                ids.iter()
+                    .map(|i| Some(["north", "south", "east"][(*i % 3) as usize]))
+                    .collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap()
+}

@@ -1,0 +1,67 @@
+"""Clients nobody here wrote: pyarrow.flight for ingest, ADBC FlightSQL for queries."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+
+def push(addr, table, batches):
+    """The README's pyarrow example: push batches, return the acks."""
+    client = flight.FlightClient(f"grpc://{addr}")
+    descriptor = flight.FlightDescriptor.for_path(table)
+    writer, reader = client.do_put(descriptor, batches[0].schema)
+    acks = [json.loads(reader.read().to_pybytes())]  # the ready ack
+    for offset, batch in enumerate(batches):
+        writer.write_with_metadata(batch, json.dumps({"offset_id": offset}).encode())
+        acks.append(json.loads(reader.read().to_pybytes()))
+    writer.done_writing()
+    writer.close()
+    return acks
+
+
+def sensors(first, rows):
+    return pa.record_batch(
+        {
+            "id": pa.array(range(first, first + rows), pa.int64()),
+            # pyarrow makes nanosecond timestamps; exact ones fit the table's microseconds.
+            "ts": pa.array([1_700_000_000_000_000_000 + i * 1000 for i in range(rows)], pa.timestamp("ns")),
+            "temp": pa.array([20.5] * rows),
+            "site": pa.array(["north"] * rows, pa.large_string()),
+        }
+    )
+
+
+def test_pyarrow_push_acks_and_sql(weir):
+    weir.sql("CREATE TABLE sensors (id BIGINT NOT NULL, ts TIMESTAMP, temp DOUBLE, site VARCHAR)")
+    acks = push(weir.addr, "sensors", [sensors(0, 3), sensors(3, 2)])
+    assert acks == [
+        {"ack_up_to_offset": -1, "ack_up_to_records": 0},
+        {"ack_up_to_offset": 0, "ack_up_to_records": 3},
+        {"ack_up_to_offset": 1, "ack_up_to_records": 5},
+    ]
+    assert weir.sql("SELECT count(*) AS n, min(ts) AS first FROM sensors") == (
+        "n,first\n5,2023-11-14T22:13:20Z\n"
+    )
+
+
+def test_pyarrow_bad_batch_names_the_column(weir):
+    weir.sql("CREATE TABLE sensors (id BIGINT NOT NULL, temp DOUBLE)")
+    bad = pa.record_batch({"id": pa.array([1], pa.int64()), "temp": pa.array(["hot"])})
+    with pytest.raises(flight.FlightError, match='column "temp" has type Utf8'):
+        push(weir.addr, "sensors", [bad])
+    assert weir.sql("SELECT count(*) AS n FROM sensors") == "n\n0\n"
+
+
+def test_adbc_flightsql_queries_and_ddl(weir):
+    import adbc_driver_flightsql.dbapi as dbapi
+
+    with dbapi.connect(f"grpc://{weir.addr}") as conn:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE readings (id BIGINT NOT NULL, v DOUBLE)")
+    push(weir.addr, "readings", [pa.record_batch({"id": pa.array([1, 2, 3], pa.int64()), "v": [0.5, 1.5, 2.5]})])
+    with dbapi.connect(f"grpc://{weir.addr}") as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT sum(v) AS total, count(*) AS n FROM readings")
+            assert cur.fetchone() == (4.5, 3)

@@ -1,0 +1,206 @@
+//! An in-memory [`Storage`] for tests: injects write and fsync failures,
+//! delays or holds fsyncs, and simulates a crash by keeping only what was
+//! fsynced.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::storage::{Storage, StorageFile};
+
+/// Faults to inject.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Faults {
+    pub fail_writes: bool,
+    pub fail_syncs: bool,
+    /// How long each file fsync takes.
+    pub sync_delay: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MemFile {
+    data: Vec<u8>,
+    /// `data` as of the last fsync: what survives a crash.
+    durable: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: BTreeMap<PathBuf, MemFile>,
+    faults: Faults,
+    /// While set, file fsyncs block.
+    syncs_held: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    syncs_released: Condvar,
+}
+
+/// Cheap to clone; clones share the files.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MemStorage {
+    inner: Arc<Inner>,
+}
+
+impl MemStorage {
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.state.lock().faults = faults;
+    }
+
+    /// While `held`, every file fsync blocks (an fsync "in flight").
+    pub fn hold_syncs(&self, held: bool) {
+        self.inner.state.lock().syncs_held = held;
+        self.inner.syncs_released.notify_all();
+    }
+
+    /// A separate storage with what a machine crash would leave now: every
+    /// file cut back to its last fsynced content.
+    pub fn crash_copy(&self) -> MemStorage {
+        let state = self.inner.state.lock();
+        let files = state
+            .files
+            .iter()
+            .map(|(path, file)| {
+                let durable = file.durable.clone();
+                let file = MemFile {
+                    data: durable.clone(),
+                    durable,
+                };
+                (path.clone(), file)
+            })
+            .collect();
+        let copy = MemStorage::default();
+        copy.inner.state.lock().files = files;
+        copy
+    }
+
+    fn handle(&self, path: &Path) -> Box<dyn StorageFile> {
+        Box::new(MemHandle {
+            storage: self.clone(),
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, path.display().to_string())
+}
+
+fn injected(what: &str) -> io::Error {
+    io::Error::other(format!("injected {what} failure"))
+}
+
+impl Storage for MemStorage {
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.inner.state.lock();
+        Ok(state
+            .files
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| Some(path.file_name()?.to_str()?.to_string()))
+            .collect())
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let state = self.inner.state.lock();
+        let file = state.files.get(path).ok_or_else(|| not_found(path))?;
+        Ok(file.data.clone())
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let mut state = self.inner.state.lock();
+        if state.files.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                path.display().to_string(),
+            ));
+        }
+        state.files.insert(path.to_path_buf(), MemFile::default());
+        Ok(self.handle(path))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        if !self.inner.state.lock().files.contains_key(path) {
+            return Err(not_found(path));
+        }
+        Ok(self.handle(path))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.inner.state.lock();
+        state
+            .files
+            .remove(path)
+            .map(drop)
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        if self.inner.state.lock().faults.fail_syncs {
+            return Err(injected("directory fsync"));
+        }
+        Ok(())
+    }
+}
+
+struct MemHandle {
+    storage: MemStorage,
+    path: PathBuf,
+}
+
+impl MemHandle {
+    fn with_file<T>(&self, f: impl FnOnce(&mut MemFile) -> T) -> io::Result<T> {
+        let mut state = self.storage.inner.state.lock();
+        let file = state
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
+        Ok(f(file))
+    }
+}
+
+impl StorageFile for MemHandle {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.storage.inner.state.lock().faults.fail_writes {
+            return Err(injected("write"));
+        }
+        self.with_file(|file| file.data.extend_from_slice(buf))
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let delay = self.storage.inner.state.lock().faults.sync_delay;
+        std::thread::sleep(delay);
+        let inner = &self.storage.inner;
+        let mut state = inner.state.lock();
+        // Bounded, so that a failing test cannot hang on a held fsync.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.syncs_held {
+            if inner
+                .syncs_released
+                .wait_until(&mut state, deadline)
+                .timed_out()
+            {
+                return Err(injected("held fsync (timed out)"));
+            }
+        }
+        if state.faults.fail_syncs {
+            return Err(injected("fsync"));
+        }
+        drop(state);
+        self.with_file(|file| file.durable = file.data.clone())
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.with_file(|file| file.data.resize(len as usize, 0))
+    }
+}

@@ -1,0 +1,459 @@
+//! The record format: positions, the segment header and record framing.
+//!
+//! Pure and sans-IO: encoders append to a `Vec<u8>`, decoders read a `&[u8]`.
+//! A decoder tells three outcomes apart: a clean end of the data, a torn tail
+//! (the data stops in the middle of a header or record, as a crash during a
+//! write leaves it) and corruption (bad magic, bad checksum, an insane
+//! length, a position that does not follow its predecessor).
+
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+/// Position of a record in the log: 1 for the first record ever written,
+/// strictly increasing, never reused, also across restarts and after segment
+/// deletion. [`WalPosition::ZERO`] means "before any record".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct WalPosition(pub u64);
+
+impl WalPosition {
+    /// Before any record.
+    pub const ZERO: WalPosition = WalPosition(0);
+
+    /// The position as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The position right after this one.
+    pub fn next(self) -> WalPosition {
+        WalPosition(self.0 + 1)
+    }
+}
+
+impl fmt::Display for WalPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One record of the log, as [`Wal::open`](crate::Wal::open) replays it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalRecord {
+    /// Where the record sits in the log.
+    pub position: WalPosition,
+    /// The bytes the caller appended, unchanged.
+    pub payload: Bytes,
+}
+
+/// First bytes of every segment file.
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"WEIRWAL\0";
+/// Version of the segment and record layout below. Bump it on any change.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Length of the segment header.
+pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 4 + 8;
+/// Length of the frame in front of each payload.
+pub(crate) const RECORD_HEADER_LEN: usize = 4 + 4 + 8;
+/// Largest payload a record may carry (1 GiB). A larger length field is
+/// corruption; a larger payload is refused by `enqueue`.
+pub const MAX_PAYLOAD_LEN: usize = 1 << 30;
+
+/// What is wrong with the bytes at some offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Defect {
+    /// The data ends in the middle of a header or record (or the header is
+    /// all zeros, which is what a crash leaves when a file's size reached the
+    /// disk but its data did not).
+    Torn(String),
+    /// The bytes are all there but wrong.
+    Corrupt(String),
+}
+
+impl fmt::Display for Defect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Defect::Torn(reason) => write!(f, "torn: {reason}"),
+            Defect::Corrupt(reason) => write!(f, "corrupt: {reason}"),
+        }
+    }
+}
+
+/// A record found by [`decode_record`]: where its payload is and where the
+/// next record starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    pub position: WalPosition,
+    pub payload: Range<usize>,
+    pub end: usize,
+}
+
+// Segment header, at offset 0 of every segment file (20 bytes, integers
+// little-endian):
+//
+//   0               8               12                              20
+//   +---------------+---------------+-------------------------------+
+//   | magic         | version u32   | first position u64            |
+//   | "WEIRWAL\0"   | (1)           | (also in the file name)       |
+//   +---------------+---------------+-------------------------------+
+//
+// then records back to back until the end of the file, each:
+//
+//   0           4           8                  16                 16+len
+//   +-----------+-----------+------------------+------------------+
+//   | len u32   | crc32c u32| position u64     | payload          |
+//   +-----------+-----------+------------------+------------------+
+//
+// `len` is the payload length (at most MAX_PAYLOAD_LEN). `crc32c` (Castagnoli)
+// covers bytes 8..16+len, position then payload. The first record of a segment
+// has the segment's first position, and each later one the position after its
+// predecessor's.
+
+/// Appends a segment header for a segment whose first record is `first`.
+pub(crate) fn encode_segment_header(first: WalPosition, out: &mut Vec<u8>) {
+    out.extend_from_slice(&SEGMENT_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&first.get().to_le_bytes());
+}
+
+/// Appends one framed record. The caller keeps `payload.len()` at or below
+/// [`MAX_PAYLOAD_LEN`].
+pub(crate) fn encode_record(position: WalPosition, payload: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(payload.len() <= MAX_PAYLOAD_LEN);
+    let position = position.get().to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&position), payload);
+    out.reserve(RECORD_HEADER_LEN + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&position);
+    out.extend_from_slice(payload);
+}
+
+/// Reads the segment header at the start of `buf` and returns the segment's
+/// first position.
+pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<WalPosition, Defect> {
+    let Some(header) = buf.get(..SEGMENT_HEADER_LEN) else {
+        return Err(Defect::Torn(format!(
+            "the segment header needs {SEGMENT_HEADER_LEN} bytes, the file has {}",
+            buf.len()
+        )));
+    };
+    if header.iter().all(|&b| b == 0) {
+        return Err(Defect::Torn("the segment header is all zeros".into()));
+    }
+    if header[..8] != SEGMENT_MAGIC {
+        return Err(Defect::Corrupt(format!(
+            "bad magic {:?}, expected {:?}",
+            &header[..8],
+            SEGMENT_MAGIC
+        )));
+    }
+    let version = u32_at(header, 8);
+    if version != FORMAT_VERSION {
+        return Err(Defect::Corrupt(format!(
+            "unsupported format version {version}, this build reads version {FORMAT_VERSION}"
+        )));
+    }
+    let first = u64_at(header, 12);
+    if first == 0 {
+        return Err(Defect::Corrupt(
+            "first position 0 in the segment header".into(),
+        ));
+    }
+    Ok(WalPosition(first))
+}
+
+/// Decodes the record at `offset`, which must have position `expected`.
+/// `Ok(None)` means a clean end: `offset` is exactly the end of `buf`.
+pub(crate) fn decode_record(
+    buf: &[u8],
+    offset: usize,
+    expected: WalPosition,
+) -> Result<Option<Decoded>, Defect> {
+    let Some(decoded) = decode_frame(buf, offset)? else {
+        return Ok(None);
+    };
+    if decoded.position != expected {
+        return Err(Defect::Corrupt(format!(
+            "record has position {}, expected {expected}",
+            decoded.position
+        )));
+    }
+    Ok(Some(decoded))
+}
+
+/// Looks for an intact record (whole frame, valid checksum, a position at or
+/// after `expected` that the remaining bytes could reach) starting anywhere at
+/// or after `from`. Recovery uses this to tell a torn tail (nothing intact
+/// follows the bad bytes) from corruption in the middle of the data.
+pub(crate) fn find_intact_record(buf: &[u8], from: usize, expected: WalPosition) -> Option<usize> {
+    let reachable = (buf.len().saturating_sub(from) / RECORD_HEADER_LEN) as u64;
+    (from..buf.len()).find(|&offset| match decode_frame(buf, offset) {
+        Ok(Some(decoded)) => {
+            let position = decoded.position.get();
+            position >= expected.get() && position - expected.get() <= reachable
+        }
+        _ => false,
+    })
+}
+
+/// Decodes a frame at `offset` without checking its position.
+fn decode_frame(buf: &[u8], offset: usize) -> Result<Option<Decoded>, Defect> {
+    let rest = buf.get(offset..).unwrap_or_default();
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    if rest.len() < RECORD_HEADER_LEN {
+        return Err(Defect::Torn(format!(
+            "{} bytes left, a record header needs {RECORD_HEADER_LEN}",
+            rest.len()
+        )));
+    }
+    let len = u32_at(rest, 0) as usize;
+    if len > MAX_PAYLOAD_LEN {
+        return Err(Defect::Corrupt(format!(
+            "payload length {len} exceeds the limit of {MAX_PAYLOAD_LEN}"
+        )));
+    }
+    let end = RECORD_HEADER_LEN + len;
+    if rest.len() < end {
+        return Err(Defect::Torn(format!(
+            "the record needs {end} bytes, {} left",
+            rest.len()
+        )));
+    }
+    let stored = u32_at(rest, 4);
+    let computed = crc32c::crc32c(&rest[8..end]);
+    if stored != computed {
+        return Err(Defect::Corrupt(format!(
+            "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+        )));
+    }
+    Ok(Some(Decoded {
+        position: WalPosition(u64_at(rest, 8)),
+        payload: offset + RECORD_HEADER_LEN..offset + end,
+        end: offset + end,
+    }))
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    let mut bytes = [0; 4];
+    bytes.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(bytes)
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// Encodes records at positions `first..` with the given payloads.
+    fn encode_all(first: u64, payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (i, payload) in payloads.iter().enumerate() {
+            encode_record(WalPosition(first + i as u64), payload, &mut buf);
+        }
+        buf
+    }
+
+    /// Records as (position, payload), then where decoding stopped and why.
+    type DecodedAll = (Vec<(u64, Vec<u8>)>, Option<(usize, Defect)>);
+
+    /// Decodes records from `buf` until the end or the first defect.
+    fn decode_all(buf: &[u8], first: u64) -> DecodedAll {
+        let mut out = Vec::new();
+        let (mut offset, mut expected) = (0, WalPosition(first));
+        loop {
+            match decode_record(buf, offset, expected) {
+                Ok(Some(d)) => {
+                    out.push((d.position.get(), buf[d.payload].to_vec()));
+                    offset = d.end;
+                    expected = expected.next();
+                }
+                Ok(None) => return (out, None),
+                Err(defect) => return (out, Some((offset, defect))),
+            }
+        }
+    }
+
+    fn random_payloads(rng: &mut StdRng, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|_| {
+                let mut p = vec![0; rng.random_range(0..200)];
+                rng.fill(&mut p[..]);
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn position_basics() {
+        assert_eq!(WalPosition::ZERO, WalPosition::default());
+        assert_eq!(WalPosition::ZERO.next(), WalPosition(1));
+        assert_eq!(WalPosition(41).next().get(), 42);
+        assert!(WalPosition(2) > WalPosition(1));
+        assert_eq!(WalPosition(7).to_string(), "7");
+    }
+
+    #[test]
+    fn header_round_trip_and_layout() {
+        let mut buf = Vec::new();
+        encode_segment_header(WalPosition(0x0102), &mut buf);
+        assert_eq!(buf.len(), SEGMENT_HEADER_LEN);
+        assert_eq!(&buf[..8], b"WEIRWAL\0");
+        assert_eq!(&buf[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&buf[12..20], &[2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(decode_segment_header(&buf), Ok(WalPosition(0x0102)));
+    }
+
+    #[test]
+    fn header_defects() {
+        let mut good = Vec::new();
+        encode_segment_header(WalPosition(5), &mut good);
+        for len in 0..SEGMENT_HEADER_LEN {
+            assert!(matches!(
+                decode_segment_header(&good[..len]),
+                Err(Defect::Torn(_))
+            ));
+        }
+        let zeros = [0; SEGMENT_HEADER_LEN];
+        assert!(matches!(
+            decode_segment_header(&zeros),
+            Err(Defect::Torn(_))
+        ));
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        assert!(matches!(
+            decode_segment_header(&bad_magic),
+            Err(Defect::Corrupt(_))
+        ));
+        let mut future = good.clone();
+        future[8] = 2;
+        let Err(Defect::Corrupt(reason)) = decode_segment_header(&future) else {
+            panic!("a future version must be refused");
+        };
+        assert!(reason.contains("version 2"), "{reason}");
+        let mut zero_first = Vec::new();
+        encode_segment_header(WalPosition::ZERO, &mut zero_first);
+        assert!(matches!(
+            decode_segment_header(&zero_first),
+            Err(Defect::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn record_layout() {
+        let mut buf = Vec::new();
+        encode_record(WalPosition(3), b"abc", &mut buf);
+        assert_eq!(buf.len(), RECORD_HEADER_LEN + 3);
+        assert_eq!(&buf[0..4], &[3, 0, 0, 0]);
+        let crc = crc32c::crc32c(&[&3u64.to_le_bytes()[..], b"abc"].concat());
+        assert_eq!(&buf[4..8], &crc.to_le_bytes());
+        assert_eq!(&buf[8..16], &3u64.to_le_bytes());
+        assert_eq!(&buf[16..], b"abc");
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let payloads = random_payloads(&mut rng, 100);
+        let buf = encode_all(17, &payloads);
+        let (decoded, defect) = decode_all(&buf, 17);
+        assert_eq!(defect, None);
+        let expected: Vec<_> = (17..).zip(payloads).collect();
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn empty_payload_round_trips() {
+        let buf = encode_all(1, &[vec![], vec![], b"x".to_vec()]);
+        let (decoded, defect) = decode_all(&buf, 1);
+        assert_eq!(defect, None);
+        assert_eq!(decoded, vec![(1, vec![]), (2, vec![]), (3, b"x".to_vec())]);
+    }
+
+    #[test]
+    fn every_cut_of_the_last_record_is_a_torn_tail() {
+        let buf = encode_all(1, &[b"first".to_vec(), b"second record".to_vec()]);
+        let second = RECORD_HEADER_LEN + 5;
+        for cut in second + 1..buf.len() {
+            let (decoded, defect) = decode_all(&buf[..cut], 1);
+            assert_eq!(decoded.len(), 1, "cut at {cut}");
+            let (offset, defect) = defect.expect("a cut record is a defect");
+            assert_eq!(offset, second);
+            assert!(matches!(defect, Defect::Torn(_)), "cut at {cut}: {defect}");
+        }
+        // Cutting exactly at a record boundary is a clean end.
+        assert_eq!(
+            decode_all(&buf[..second], 1),
+            (vec![(1, b"first".to_vec())], None)
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let buf = encode_all(1, &[b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        for at in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x40;
+            let (decoded, defect) = decode_all(&bad, 1);
+            assert!(defect.is_some(), "flip at {at} went unnoticed");
+            assert!(decoded.len() < 3, "flip at {at}");
+        }
+    }
+
+    #[test]
+    fn corruption_kinds() {
+        // Right checksum, wrong position: not consecutive.
+        let buf = encode_all(1, &[b"a".to_vec(), b"b".to_vec()]);
+        let Err(Defect::Corrupt(reason)) = decode_record(&buf, 0, WalPosition(2)) else {
+            panic!("wrong position must be corrupt");
+        };
+        assert!(reason.contains("expected 2"), "{reason}");
+        // Insane length.
+        let mut insane = buf.clone();
+        insane[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let Err(Defect::Corrupt(reason)) = decode_record(&insane, 0, WalPosition(1)) else {
+            panic!("an insane length must be corrupt");
+        };
+        assert!(reason.contains("exceeds"), "{reason}");
+        // Bad checksum.
+        let mut flipped = buf.clone();
+        flipped[RECORD_HEADER_LEN] ^= 1;
+        let Err(Defect::Corrupt(reason)) = decode_record(&flipped, 0, WalPosition(1)) else {
+            panic!("a bad checksum must be corrupt");
+        };
+        assert!(reason.contains("checksum"), "{reason}");
+    }
+
+    #[test]
+    fn find_intact_record_tells_tails_from_holes() {
+        let payloads = [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()];
+        let buf = encode_all(1, &payloads);
+        let second = RECORD_HEADER_LEN + 3;
+        let third = second + RECORD_HEADER_LEN + 3;
+        // Damage the second record: the third is still intact, so it is found.
+        let mut hole = buf.clone();
+        hole[second + RECORD_HEADER_LEN] ^= 1;
+        assert_eq!(
+            find_intact_record(&hole, second + 1, WalPosition(2)),
+            Some(third)
+        );
+        // Damage the last record: nothing intact follows.
+        let mut tail = buf.clone();
+        tail[third + RECORD_HEADER_LEN] ^= 1;
+        assert_eq!(find_intact_record(&tail, third + 1, WalPosition(3)), None);
+        // Zeros after the data are not records.
+        let mut zeros = buf[..third].to_vec();
+        zeros.resize(third + 100, 0);
+        assert_eq!(find_intact_record(&zeros, third, WalPosition(3)), None);
+        // A record from before `expected` does not count.
+        assert_eq!(find_intact_record(&buf, 0, WalPosition(3)), Some(third));
+    }
+}

@@ -1,0 +1,280 @@
+//! Segment files: naming, creation and recovery on open.
+//!
+//! A segment is named after the position of its first record, zero-padded to
+//! 20 digits (`00000000000000000001.wal`), so sorting names sorts the log.
+//! The newest segment is the active one, appended to by the writer; older
+//! ones are sealed and never change until they are deleted.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::record::{self, Defect, SEGMENT_HEADER_LEN};
+use crate::storage::{Storage, StorageFile};
+use crate::{CorruptionPolicy, Error, Result, WalPosition, WalRecord};
+
+const SUFFIX: &str = ".wal";
+const DIGITS: usize = 20;
+
+/// The file name of the segment whose first record is `first`.
+pub(crate) fn file_name(first: WalPosition) -> String {
+    format!("{:0DIGITS$}{SUFFIX}", first.get())
+}
+
+/// The first position encoded in a segment file name; `None` for other files.
+pub(crate) fn parse_file_name(name: &str) -> Option<WalPosition> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&n| n > 0).map(WalPosition)
+}
+
+/// A segment file of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentMeta {
+    pub first: WalPosition,
+    pub path: PathBuf,
+}
+
+/// The segment the writer appends to.
+pub(crate) struct ActiveSegment {
+    pub file: Box<dyn StorageFile>,
+    pub path: PathBuf,
+    /// Bytes in the file.
+    pub len: u64,
+}
+
+/// Creates a segment whose first record will be `first`: creates the file,
+/// writes the header and fsyncs the file and the directory.
+pub(crate) fn create(
+    storage: &dyn Storage,
+    dir: &Path,
+    first: WalPosition,
+) -> Result<ActiveSegment> {
+    let path = dir.join(file_name(first));
+    let mut file = storage
+        .create_new(&path)
+        .map_err(|e| Error::io("create segment", &path, e))?;
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    record::encode_segment_header(first, &mut header);
+    file.write_all(&header)
+        .map_err(|e| Error::io("write segment header", &path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fsync segment", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))?;
+    Ok(ActiveSegment {
+        file,
+        path,
+        len: header.len() as u64,
+    })
+}
+
+/// What [`recover`] found.
+pub(crate) struct Recovered {
+    /// All segments, oldest first; the last is active.
+    pub segments: Vec<SegmentMeta>,
+    pub records: Vec<WalRecord>,
+    /// Position of the next record to append.
+    pub next: WalPosition,
+    pub active: ActiveSegment,
+}
+
+/// Opens the log in `dir` (creating it if needed): reads every segment in
+/// order, checks headers, checksums and position continuity, repairs a torn
+/// tail of the newest segment if `policy` allows, and opens the newest
+/// segment for appending.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    policy: CorruptionPolicy,
+) -> Result<Recovered> {
+    storage
+        .create_dir_all(dir)
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    let names = storage
+        .list(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?;
+    let mut segments: Vec<SegmentMeta> = names
+        .iter()
+        .filter_map(|name| {
+            parse_file_name(name).map(|first| SegmentMeta {
+                first,
+                path: dir.join(name),
+            })
+        })
+        .collect();
+    segments.sort_by_key(|segment| segment.first);
+
+    let Some(newest) = segments.last().cloned() else {
+        let first = WalPosition(1);
+        let active = create(storage, dir, first)?;
+        let path = active.path.clone();
+        return Ok(Recovered {
+            segments: vec![SegmentMeta { first, path }],
+            records: Vec::new(),
+            next: first,
+            active,
+        });
+    };
+
+    let mut records = Vec::new();
+    let mut next: Option<WalPosition> = None;
+    let mut active_len = 0;
+    for segment in &segments {
+        let is_newest = segment.first == newest.first;
+        if let Some(expected) = next
+            && segment.first != expected
+        {
+            return Err(corrupt(
+                segment,
+                0,
+                format!(
+                    "the segment starts at position {}, but the previous one ends before {expected}",
+                    segment.first
+                ),
+            ));
+        }
+        let repair = is_newest && policy == CorruptionPolicy::TruncateTornTail;
+        let bytes = Bytes::from(
+            storage
+                .read(&segment.path)
+                .map_err(|e| Error::io("read segment", &segment.path, e))?,
+        );
+        let end = read_segment(storage, segment, &bytes, repair, &mut records)?;
+        next = Some(end.next);
+        active_len = end.len;
+    }
+    let file = storage
+        .open_append(&newest.path)
+        .map_err(|e| Error::io("open segment", &newest.path, e))?;
+    Ok(Recovered {
+        next: next.unwrap_or(newest.first),
+        active: ActiveSegment {
+            file,
+            path: newest.path.clone(),
+            len: active_len,
+        },
+        segments,
+        records,
+    })
+}
+
+/// Where a segment ends after reading (and maybe repairing) it.
+struct SegmentEnd {
+    /// Position after its last record.
+    next: WalPosition,
+    /// Its length in bytes.
+    len: u64,
+}
+
+/// Reads one segment's records into `records`. With `repair`, a defect that
+/// no intact record follows is a torn tail and is cut off (a torn header is
+/// rewritten); any other defect is [`Error::Corrupt`].
+fn read_segment(
+    storage: &dyn Storage,
+    segment: &SegmentMeta,
+    bytes: &Bytes,
+    repair: bool,
+    records: &mut Vec<WalRecord>,
+) -> Result<SegmentEnd> {
+    match record::decode_segment_header(bytes) {
+        Ok(first) if first == segment.first => {}
+        Ok(first) => {
+            return Err(corrupt(
+                segment,
+                0,
+                format!(
+                    "the header says first position {first}, the file name {}",
+                    segment.first
+                ),
+            ));
+        }
+        // Only a short or all-zero header is torn: a bad magic or an unknown
+        // version may be another program's file or a newer format, never ours
+        // to overwrite.
+        Err(Defect::Torn(reason))
+            if repair && record::find_intact_record(bytes, 0, segment.first).is_none() =>
+        {
+            warn!(segment = %segment.path.display(), %reason, "rewriting the torn header of the newest WAL segment");
+            let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
+            record::encode_segment_header(segment.first, &mut header);
+            rewrite(storage, &segment.path, 0, &header)?;
+            return Ok(SegmentEnd {
+                next: segment.first,
+                len: header.len() as u64,
+            });
+        }
+        Err(defect) => return Err(corrupt(segment, 0, defect.to_string())),
+    }
+
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut expected = segment.first;
+    loop {
+        match record::decode_record(bytes, offset, expected) {
+            Ok(Some(decoded)) => {
+                records.push(WalRecord {
+                    position: decoded.position,
+                    payload: bytes.slice(decoded.payload),
+                });
+                offset = decoded.end;
+                expected = expected.next();
+            }
+            Ok(None) => break,
+            Err(defect) => {
+                let follows = record::find_intact_record(bytes, offset + 1, expected);
+                if !repair || follows.is_some() {
+                    let mut reason = defect.to_string();
+                    if let Some(at) = follows {
+                        reason.push_str(&format!(
+                            " (an intact record follows at byte {at}, so this is not a torn tail)"
+                        ));
+                    }
+                    return Err(corrupt(segment, offset as u64, reason));
+                }
+                warn!(
+                    segment = %segment.path.display(),
+                    offset,
+                    cut_bytes = bytes.len() - offset,
+                    %defect,
+                    "truncating the torn tail of the newest WAL segment"
+                );
+                rewrite(storage, &segment.path, offset as u64, &[])?;
+                break;
+            }
+        }
+    }
+    Ok(SegmentEnd {
+        next: expected,
+        len: offset as u64,
+    })
+}
+
+/// Cuts the file at `path` to `len` bytes, appends `tail` and fsyncs.
+fn rewrite(storage: &dyn Storage, path: &Path, len: u64, tail: &[u8]) -> Result<()> {
+    let mut file = storage
+        .open_append(path)
+        .map_err(|e| Error::io("open segment", path, e))?;
+    file.set_len(len)
+        .map_err(|e| Error::io("truncate segment", path, e))?;
+    if !tail.is_empty() {
+        file.write_all(tail)
+            .map_err(|e| Error::io("write segment header", path, e))?;
+    }
+    file.sync_data()
+        .map_err(|e| Error::io("fsync segment", path, e))
+}
+
+fn corrupt(segment: &SegmentMeta, offset: u64, reason: String) -> Error {
+    Error::Corrupt {
+        segment: segment.path.clone(),
+        offset,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests;
