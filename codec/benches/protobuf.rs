@@ -9,12 +9,18 @@
 //! Data sets, 10,000 records a batch: (a) NEOWISE rows (144 optional
 //! fields, ~1.2 KB), (b) a small sensor reading (~35 B), (c) a 100-field
 //! wide row, (d) nested telemetry with repeated messages, a map and packed
-//! lists. Run with `cargo bench -p weir-codec --bench protobuf`.
+//! lists.
+//!
+//! Two groups: `protobuf_decode` measures wall-clock time; `protobuf_decode_cpu`
+//! measures the benchmark thread's CPU time, which gives the per-core rate
+//! even while other processes share the machine. Run with
+//! `cargo bench -p weir-codec --bench protobuf`.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, Value};
@@ -201,14 +207,93 @@ fn decode_all<M: prost::Message + Default>(records: &[Vec<u8>]) -> usize {
         .count()
 }
 
-fn bench(c: &mut Criterion) {
-    let sets = [
+/// CPU time of the benchmarking thread.
+struct ThreadCpu;
+
+impl Measurement for ThreadCpu {
+    type Intermediate = cpu_time::ThreadTime;
+    type Value = Duration;
+
+    fn start(&self) -> Self::Intermediate {
+        cpu_time::ThreadTime::now()
+    }
+    fn end(&self, start: Self::Intermediate) -> Self::Value {
+        start.elapsed()
+    }
+    fn add(&self, a: &Self::Value, b: &Self::Value) -> Self::Value {
+        *a + *b
+    }
+    fn zero(&self) -> Self::Value {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Self::Value) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &Nanos
+    }
+}
+
+/// Formats nanoseconds of CPU time, and bytes per CPU-second.
+struct Nanos;
+
+impl ValueFormatter for Nanos {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = if typical < 1e3 {
+            (1.0, "ns")
+        } else if typical < 1e6 {
+            (1e3, "µs")
+        } else if typical < 1e9 {
+            (1e6, "ms")
+        } else {
+            (1e9, "s")
+        };
+        values.iter_mut().for_each(|v| *v /= div);
+        unit
+    }
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per_iter, unit) = match *throughput {
+            Throughput::Bytes(b)
+            | Throughput::BytesDecimal(b)
+            | Throughput::ElementsAndBytes { bytes: b, .. } => {
+                (b as f64 / (1024.0 * 1024.0), "MiB/s (CPU)")
+            }
+            Throughput::Elements(e) => (e as f64, "elem/s (CPU)"),
+            Throughput::Bits(b) => (b as f64, "bit/s (CPU)"),
+        };
+        values.iter_mut().for_each(|v| *v = per_iter * 1e9 / *v);
+        unit
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn data_sets() -> Vec<DataSet> {
+    vec![
         DataSet::new("neowise", include_str!("data/neowise.proto"), "NeowiseRow"),
         DataSet::new("sensor", SENSOR, "Sensor"),
         DataSet::new("wide100", include_str!("data/wide.proto"), "WideRow"),
         DataSet::new("nested", TELEMETRY, "Telemetry"),
-    ];
-    let mut group = c.benchmark_group("protobuf_decode");
+    ]
+}
+
+fn bench_wall(c: &mut Criterion<WallTime>) {
+    run(c, "protobuf_decode");
+}
+
+fn bench_cpu(c: &mut Criterion<ThreadCpu>) {
+    run(c, "protobuf_decode_cpu");
+}
+
+fn run<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
+    let sets = data_sets();
+    let mut group = c.benchmark_group(group_name);
     group
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
@@ -225,18 +310,6 @@ fn bench(c: &mut Criterion) {
         let decoder = ProtoDecoder::new(set.message.clone(), table).expect("decoder");
         group.bench_function(BenchmarkId::new("weir_arrow", set.name), |b| {
             b.iter(|| decoder.decode(set.slices()).expect("decodes"))
-        });
-        group.bench_function(BenchmarkId::new("weir_arrow_chunks256", set.name), |b| {
-            b.iter(|| {
-                set.records
-                    .chunks(256)
-                    .map(|c| {
-                        decoder
-                            .decode(c.iter().map(Vec::as_slice))
-                            .expect("decodes")
-                    })
-                    .count()
-            })
         });
         group.bench_function(BenchmarkId::new("prost_reflect", set.name), |b| {
             b.iter(|| {
@@ -262,5 +335,10 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group!(wall, bench_wall);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(ThreadCpu);
+    targets = bench_cpu
+}
+criterion_main!(wall, cpu);

@@ -44,6 +44,15 @@ pub fn conform(batch: &RecordBatch, table: &SchemaRef) -> Result<RecordBatch> {
         return Ok(batch.clone());
     }
     let by_name = index_by_name(&input)?;
+    if let Some(unknown) = input
+        .fields()
+        .iter()
+        .find(|f| table.field_with_name(f.name()).is_err())
+    {
+        return Err(Error::UnknownColumn {
+            column: unknown.name().clone(),
+        });
+    }
     let mut columns = Vec::with_capacity(table.fields().len());
     for field in table.fields() {
         let column = match by_name.get(field.name().as_str()) {

@@ -318,7 +318,7 @@ impl Catalog {
                 continue;
             }
             let entry = entry::decode(&record.payload).map_err(malformed)?;
-            table.restore(record.position, entry.batch);
+            table.restore(record.position, entry.batch, record.payload.len());
             stats.restored += 1;
         }
         Ok(stats)

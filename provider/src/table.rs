@@ -214,7 +214,9 @@ impl Table {
                 table: self.name.clone(),
                 source,
             })?;
-        let bytes = batch.get_array_memory_size();
+        // The IPC size is the data's size; `get_array_memory_size` would
+        // count a buffer shared by several columns once per column.
+        let bytes = payload.len();
         let mut state = self.state.lock();
         if state.dropped {
             return Err(Error::TableNotFound {
@@ -236,20 +238,16 @@ impl Table {
         Ok(pending)
     }
 
-    /// Puts a replayed WAL record back in the tail, unless Delta has it.
-    pub(crate) fn restore(&self, position: WalPosition, batch: RecordBatch) -> bool {
+    /// Puts a replayed WAL record back in the tail (the caller has checked
+    /// that Delta does not hold it).
+    pub(crate) fn restore(&self, position: WalPosition, batch: RecordBatch, bytes: usize) {
         let mut state = self.state.lock();
-        if position <= state.committed_through {
-            return false;
-        }
-        let bytes = batch.get_array_memory_size();
         state.tail.push_back(TailEntry {
             position,
             batch,
             bytes,
         });
         state.tail_bytes += bytes;
-        true
     }
 
     /// The Delta snapshot and the durable tail above it, read atomically.

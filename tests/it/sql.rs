@@ -18,8 +18,23 @@ async fn push(server: &TestServer, first: i64, rows: usize) {
 async fn ddl_and_catalog_statements() {
     let server = TestServer::start().await;
     server.sql(SENSORS_DDL).await;
-    insta::assert_snapshot!(server.sql_text("SHOW TABLES").await, @"");
-    insta::assert_snapshot!(server.sql_text("DESCRIBE sensors").await, @"");
+    insta::assert_snapshot!(server.sql_text("SHOW TABLES").await, @"
+    +------------+
+    | table_name |
+    +------------+
+    | sensors    |
+    +------------+
+    ");
+    insta::assert_snapshot!(server.sql_text("DESCRIBE sensors").await, @r#"
+    +-------------+----------------------+-------------+
+    | column_name | data_type            | is_nullable |
+    +-------------+----------------------+-------------+
+    | id          | Int64                | NO          |
+    | ts          | Timestamp(µs, "UTC") | YES         |
+    | temp        | Float64              | YES         |
+    | site        | Utf8                 | YES         |
+    +-------------+----------------------+-------------+
+    "#);
     server
         .sql("CREATE TABLE IF NOT EXISTS sensors (x INT)")
         .await;
@@ -42,18 +57,51 @@ async fn queries_union_delta_and_the_tail_with_filters_and_projection() {
 
     insta::assert_snapshot!(
         server.sql_text("SELECT id, ts, temp, site FROM sensors ORDER BY id").await,
-        @""
+        @"
+    +----+-----------------------------+------+-------+
+    | id | ts                          | temp | site  |
+    +----+-----------------------------+------+-------+
+    | 0  | 2023-11-14T22:13:20Z        | 0.0  | north |
+    | 1  | 2023-11-14T22:13:20.000001Z | 0.5  | south |
+    | 2  | 2023-11-14T22:13:20.000002Z | 1.0  | east  |
+    | 3  | 2023-11-14T22:13:20.000003Z | 1.5  | north |
+    | 4  | 2023-11-14T22:13:20.000004Z | 2.0  | south |
+    | 5  | 2023-11-14T22:13:20.000005Z | 2.5  | east  |
+    | 6  | 2023-11-14T22:13:20.000006Z | 3.0  | north |
+    | 7  | 2023-11-14T22:13:20.000007Z | 3.5  | south |
+    | 8  | 2023-11-14T22:13:20.000008Z | 4.0  | east  |
+    | 9  | 2023-11-14T22:13:20.000009Z | 4.5  | north |
+    | 10 | 2023-11-14T22:13:20.000010Z | 5.0  | south |
+    | 11 | 2023-11-14T22:13:20.000011Z | 5.5  | east  |
+    +----+-----------------------------+------+-------+
+    "
     );
     insta::assert_snapshot!(
         server
             .sql_text("SELECT site, count(*) AS n, max(temp) AS hottest FROM sensors WHERE id % 2 = 0 GROUP BY site ORDER BY site")
             .await,
-        @""
+        @"
+    +-------+---+---------+
+    | site  | n | hottest |
+    +-------+---+---------+
+    | east  | 2 | 4.0     |
+    | north | 2 | 3.0     |
+    | south | 2 | 5.0     |
+    +-------+---+---------+
+    "
     );
     insta::assert_snapshot!(
         server
             .sql_text("SELECT id FROM sensors WHERE site = 'north' AND id > 2 ORDER BY id LIMIT 3")
             .await,
-        @""
+        @"
+    +----+
+    | id |
+    +----+
+    | 3  |
+    | 6  |
+    | 9  |
+    +----+
+    "
     );
 }

@@ -46,12 +46,41 @@ def test_pyarrow_push_acks_and_sql(weir):
     )
 
 
-def test_pyarrow_bad_batch_names_the_column(weir):
+def refused(addr, table, batches):
+    """Pushes batches the server refuses; returns the acks before the error and the error."""
+    client = flight.FlightClient(f"grpc://{addr}")
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path(table), batches[0].schema)
+    acks = []
+    with pytest.raises(pa.ArrowException) as error:  # INVALID_ARGUMENT arrives as ArrowInvalid
+        for offset, batch in enumerate(batches):
+            writer.write_with_metadata(batch, json.dumps({"offset_id": offset}).encode())
+        writer.done_writing()
+        while (ack := reader.read()) is not None:
+            acks.append(json.loads(ack.to_pybytes()))
+        writer.close()
+    return acks, str(error.value)
+
+
+def test_pyarrow_bad_schema_names_the_column(weir):
     weir.sql("CREATE TABLE sensors (id BIGINT NOT NULL, temp DOUBLE)")
     bad = pa.record_batch({"id": pa.array([1], pa.int64()), "temp": pa.array(["hot"])})
-    with pytest.raises(flight.FlightError, match='column "temp" has type Utf8'):
-        push(weir.addr, "sensors", [bad])
+    acks, error = refused(weir.addr, "sensors", [bad])
+    assert acks == []
+    assert 'column "temp" has type Utf8, which cannot be stored losslessly as Float64' in error
     assert weir.sql("SELECT count(*) AS n FROM sensors") == "n\n0\n"
+
+
+def test_pyarrow_bad_batch_is_refused_after_the_good_ones_are_acked(weir):
+    weir.sql("CREATE TABLE sensors (id BIGINT NOT NULL, temp DOUBLE)")
+    good = pa.record_batch({"id": pa.array([1, 2], pa.int64()), "temp": [0.5, 1.5]})
+    bad = pa.record_batch({"id": pa.array([3, None], pa.int64()), "temp": [2.5, 3.5]})
+    acks, error = refused(weir.addr, "sensors", [good, bad])
+    assert acks == [
+        {"ack_up_to_offset": -1, "ack_up_to_records": 0},
+        {"ack_up_to_offset": 0, "ack_up_to_records": 2},
+    ]
+    assert 'batch offset_id 1: table "sensors": column "id" is NOT NULL but 1 of 2 values are null' in error
+    assert weir.sql("SELECT count(*) AS n FROM sensors") == "n\n2\n"
 
 
 def test_adbc_flightsql_queries_and_ddl(weir):

@@ -41,7 +41,14 @@ async fn cli_runs_commands_files_and_formats() {
         ],
     );
     assert!(ok);
-    insta::assert_snapshot!(out, @"");
+    insta::assert_snapshot!(out, @"
+    OK
+    +------------+
+    | table_name |
+    +------------+
+    | events     |
+    +------------+
+    ");
 
     let client = weir_client::Client::connect(&url).await.unwrap();
     let mut stream = client
@@ -60,14 +67,28 @@ async fn cli_runs_commands_files_and_formats() {
         &["--timing", "-c", "SELECT * FROM events ORDER BY id"],
     );
     assert!(ok);
-    insta::assert_snapshot!(redact_timing(&out), @"");
+    insta::assert_snapshot!(redact_timing(&out), @"
+    +----+-------+
+    | id | round |
+    +----+-------+
+    | 1  | 7     |
+    | 2  | 7     |
+    | 3  | 7     |
+    +----+-------+
+    3 rows in [time]
+    ");
 
     let (ok, out, _) = weir_sql(
         &url,
         &["--format", "csv", "-c", "SELECT id FROM events ORDER BY id"],
     );
     assert!(ok);
-    insta::assert_snapshot!(out, @"");
+    insta::assert_snapshot!(out, @"
+    id
+    1
+    2
+    3
+    ");
 
     let script = dir.path().join("q.sql");
     std::fs::write(
@@ -77,7 +98,11 @@ async fn cli_runs_commands_files_and_formats() {
     .unwrap();
     let (ok, out, _) = weir_sql(&url, &["--format", "json", "-f", script.to_str().unwrap()]);
     assert!(ok);
-    insta::assert_snapshot!(out, @"");
+    insta::assert_snapshot!(out, @r#"
+    {"n":3}
+    {"column_name":"id","data_type":"Int64","is_nullable":"NO"}
+    {"column_name":"round","data_type":"Int64","is_nullable":"NO"}
+    "#);
 
     let (ok, _, err) = weir_sql(&url, &["-c", "SELECT nope FROM events"]);
     assert!(!ok, "a failed statement exits non-zero");
