@@ -25,6 +25,10 @@ pub struct SqlEngine {
 }
 
 /// A statement planned but not run, or a statement already done.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per statement, moved once; boxing buys nothing"
+)]
 pub enum Prepared {
     /// A query: run it with [`SqlEngine::execute`].
     Query {

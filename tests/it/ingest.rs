@@ -236,6 +236,53 @@ async fn a_full_tail_pushes_back_until_the_committer_makes_room() {
     assert_eq!(server.count("sensors").await, batches as i64 * 20_000);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_write_checkpoints_and_free_wal_segments() {
+    let server = TestServer::start().await;
+    server.sql(SENSORS_DDL).await;
+    let client = server.client().await;
+    let wal_dir = server.dir.path().join("wal");
+    let segment_names = || -> Vec<String> {
+        std::fs::read_dir(&wal_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    // Config::for_tests: 256 KiB segments, a checkpoint every 5 commits.
+    for round in 0..6i64 {
+        let mut stream = client
+            .open_stream("sensors", sensors_schema(), StreamOptions::default())
+            .await
+            .unwrap();
+        for b in 0..4 {
+            stream
+                .send(sensor_batch((round * 4 + b) * 5_000, 5_000))
+                .await
+                .unwrap();
+        }
+        stream.close().await.unwrap();
+        seen.extend(segment_names());
+        server.server().catalog().commit_all().await.unwrap();
+    }
+    let left = segment_names();
+    assert!(seen.len() > 4, "the test wrote several segments: {seen:?}");
+    assert!(
+        left.len() <= 2,
+        "committed segments were deleted: {left:?} left"
+    );
+    let log = server.dir.path().join("tables/sensors/_delta_log");
+    let checkpoints: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".checkpoint."))
+        .collect();
+    assert!(!checkpoints.is_empty(), "no checkpoint in {log:?}");
+    assert_eq!(server.count("sensors").await, 6 * 4 * 5_000);
+    assert_eq!(delta_row_count(&server, "sensors").await, 6 * 4 * 5_000);
+}
+
 /// Rows in the Delta table, read with deltalake and DataFusion, not weir.
 pub async fn delta_row_count(server: &TestServer, table: &str) -> usize {
     let delta = deltalake::open_table(server.table_url(table))

@@ -14,7 +14,7 @@
 use super::columns::Columns;
 use super::error::{DecodeErrorKind, ProtoError};
 use super::ops::Op;
-use super::plan::{Card, MAX_DEPTH, NodeId, PathId, Plan};
+use super::plan::{Card, FastKind, MAX_DEPTH, NodeId, PathId, Plan};
 use super::wire::{self, WireType};
 
 /// A decode error before the record index is known: the path id and what.
@@ -126,12 +126,31 @@ impl<'p> Decoding<'p> {
         // Position in `n.fast` of the field expected next.
         let mut expect = 0usize;
         while !buf.is_empty() {
-            let (index, wire) = match n.fast.get(expect) {
-                Some(fast) if fast.matches(buf) => {
+            let guess = n.fast.get(expect).filter(|fast| fast.matches(buf));
+            if let Some(fast) = guess.filter(|fast| fast.kind != FastKind::Generic) {
+                // The common case: the expected singular scalar, handled from
+                // the fast tag alone.
+                buf = &buf[usize::from(fast.len)..];
+                let index = usize::from(fast.index);
+                let first = seen[index] != stamp;
+                if first {
+                    seen[index] = stamp;
+                    *newly_seen = newly_seen.wrapping_add(1);
+                }
+                self.apply_fast(fast, first, &mut buf)
+                    .map_err(|kind| Fail {
+                        path: n.fields[index].path,
+                        kind,
+                    })?;
+                expect = fast.next as usize;
+                continue;
+            }
+            let (index, wire) = match guess {
+                Some(fast) => {
                     buf = &buf[usize::from(fast.len)..];
                     (usize::from(fast.index), fast.wire)
                 }
-                _ => {
+                None => {
                     let (number, wire) =
                         wire::read_tag(&mut buf).map_err(|kind| Fail { path: n.path, kind })?;
                     match n.find(number) {

@@ -100,6 +100,57 @@ pub(crate) struct FastTag {
     pub wire: WireType,
     /// Index of the field in [`Node::fields`].
     pub index: u16,
+    /// What to do when the tag matches, without looking at the field plan.
+    pub kind: FastKind,
+    /// Column slot for the scalar kinds.
+    pub col: u32,
+    /// Position in [`Node::fast`] of the field expected after this one.
+    pub next: u32,
+}
+
+/// The common singular scalar fields (no oneof), which the decode loop
+/// handles from the [`FastTag`] alone; everything else is `Generic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FastKind {
+    Generic,
+    /// `double` into `Float64`.
+    F64,
+    /// `float` into `Float32`.
+    F32,
+    /// `int64` into `Int64` (or a `Timestamp` taken as is).
+    I64,
+    /// `int32` into `Int32` (or `Date32`).
+    I32,
+    Bool,
+    Utf8,
+    Binary,
+}
+
+impl FastKind {
+    /// The fast kind of a field, with its column slot.
+    fn of(field: &FieldPlan) -> (FastKind, u32) {
+        if !matches!(field.card, Card::Singular) || field.oneof.is_some() {
+            return (FastKind::Generic, 0);
+        }
+        match field.op {
+            Op::F64 { col } => (FastKind::F64, col),
+            Op::F32 { col } => (FastKind::F32, col),
+            Op::I64 {
+                col,
+                src: Src64::VarI64,
+            } => (FastKind::I64, col),
+            Op::I32 {
+                col,
+                src: Src32::Var,
+                lo: i32::MIN,
+                hi: i32::MAX,
+            } => (FastKind::I32, col),
+            Op::Bool { col } => (FastKind::Bool, col),
+            Op::Utf8 { col } => (FastKind::Utf8, col),
+            Op::Binary { col } => (FastKind::Binary, col),
+            _ => (FastKind::Generic, 0),
+        }
+    }
 }
 
 impl FastTag {
@@ -122,6 +173,9 @@ impl FastTag {
             len,
             wire,
             index: index as u16,
+            kind: FastKind::Generic,
+            col: 0,
+            next: 0,
         }
     }
 
@@ -395,7 +449,7 @@ impl Plan {
         let (lookup, sparse) = lookup_tables(&numbers);
         let mut order: Vec<usize> = (0..fields.len()).collect();
         order.sort_by_key(|&i| numbers[i]);
-        let fast = order
+        let mut fast: Vec<FastTag> = order
             .iter()
             .map(|&i| FastTag::new(numbers[i], fast_wires[i], i))
             .collect();
@@ -407,6 +461,10 @@ impl Plan {
                 Card::Repeated { packable, .. } => !(packable && fast_wires[i] == WireType::Len),
             };
             fields[i].next = (if repeats { position } else { position + 1 }) as u32;
+            let (kind, col) = FastKind::of(&fields[i]);
+            fast[position].kind = kind;
+            fast[position].col = col;
+            fast[position].next = fields[i].next;
         }
         let node = &mut self.nodes[id as usize];
         node.fast = fast;
