@@ -97,15 +97,25 @@ impl Server {
 
     /// Stops accepting, ends every stream after acking what is durable,
     /// commits every tail to Delta and releases the data directory.
-    pub async fn shutdown(self) -> Result<()> {
+    pub async fn shutdown(mut self) -> Result<()> {
         info!("shutting down");
         self.stop.send_replace(true);
-        match self.serving.await {
+        match (&mut self.serving).await {
             Ok(result) => result?,
             Err(e) => return Err(Error::Config(format!("server task failed: {e}"))),
         }
         self.catalog.shutdown().await?;
         info!("stopped");
         Ok(())
+    }
+}
+
+impl Drop for Server {
+    /// A server dropped without [`Server::shutdown`] stops serving and
+    /// committing at once, leaving its tails in the WAL, as a crash would.
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        self.serving.abort();
+        self.catalog.stop_committers();
     }
 }

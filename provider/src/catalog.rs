@@ -39,6 +39,8 @@ pub struct Catalog {
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     stop: watch::Sender<bool>,
     committers: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// CREATE and DROP run one at a time.
+    ddl: tokio::sync::Mutex<()>,
 }
 
 impl Catalog {
@@ -67,6 +69,7 @@ impl Catalog {
             tables: RwLock::new(BTreeMap::new()),
             stop: watch::channel(false).0,
             committers: parking_lot::Mutex::new(Vec::new()),
+            ddl: tokio::sync::Mutex::new(()),
         });
         for name in catalog.list_table_dirs().await? {
             match catalog.load(&name).await {
@@ -112,6 +115,7 @@ impl Catalog {
         if_not_exists: bool,
     ) -> Result<Arc<Table>> {
         validate_name(name)?;
+        let _one_at_a_time = self.ddl.lock().await;
         if let Ok(table) = self.table(name) {
             return if if_not_exists {
                 Ok(table)
@@ -159,6 +163,7 @@ impl Catalog {
     /// Drops table `name`: deletes its Delta table. Streams writing to it
     /// fail with "not found"; its records left in the WAL are ignored.
     pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {
+        let _one_at_a_time = self.ddl.lock().await;
         let removed = self.tables.write().remove(name);
         let Some(table) = removed else {
             return if if_exists {
@@ -195,6 +200,11 @@ impl Catalog {
         for table in tables {
             self.spawn_committer(table);
         }
+    }
+
+    /// Stops the committers without committing (what a crash does).
+    pub fn stop_committers(&self) {
+        self.stop.send_replace(true);
     }
 
     /// Stops the committers, commits every tail to Delta, truncates the WAL
