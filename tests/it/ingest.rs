@@ -78,11 +78,20 @@ async fn each_ack_makes_its_rows_visible_before_any_commit() {
     for b in 0..5i64 {
         let offset = stream.send(sensor_batch(b * 10, 10)).await.unwrap();
         stream.wait_for(offset).await.unwrap();
-        assert_eq!(server.count("sensors").await, (b + 1) * 10, "read-your-writes");
+        assert_eq!(
+            server.count("sensors").await,
+            (b + 1) * 10,
+            "read-your-writes"
+        );
     }
     stream.close().await.unwrap();
     // The committer may have run meanwhile; either way each row counts once.
-    assert_eq!(server.scalar("SELECT count(DISTINCT id) FROM sensors").await, 50);
+    assert_eq!(
+        server
+            .scalar("SELECT count(DISTINCT id) FROM sensors")
+            .await,
+        50
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

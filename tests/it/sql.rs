@@ -110,11 +110,24 @@ async fn queries_union_delta_and_the_tail_with_filters_and_projection() {
 async fn ddl_through_flight_sql_statement_update() {
     let server = TestServer::start().await;
     let mut client = server.flight_sql().await;
-    let affected = client.execute_update(SENSORS_DDL.into(), None).await.unwrap();
+    let affected = client
+        .execute_update(SENSORS_DDL.into(), None)
+        .await
+        .unwrap();
     assert_eq!(affected, 0);
     assert!(server.sql_text("SHOW TABLES").await.contains("| sensors"));
-    let status = to_status(client.execute_update("SELECT 1".into(), None).await.unwrap_err());
+    let status = to_status(
+        client
+            .execute_update("SELECT 1".into(), None)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    let status = to_status(client.execute_update(SENSORS_DDL.into(), None).await.unwrap_err());
+    let status = to_status(
+        client
+            .execute_update(SENSORS_DDL.into(), None)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
 }

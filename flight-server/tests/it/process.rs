@@ -71,6 +71,14 @@ pub fn spawn(data_dir: &Path) -> WeirProcess {
     }
 }
 
+impl Drop for WeirProcess {
+    /// A failing test must not leave a server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl WeirProcess {
     pub fn kill(mut self) {
         self.child.kill().unwrap(); // SIGKILL
