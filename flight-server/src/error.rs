@@ -40,6 +40,9 @@ pub enum Error {
     /// A request was malformed (caller's fault).
     #[error("{0}")]
     BadRequest(String),
+    /// A broken invariant inside weir.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A request's `offset_id` is not the next one of its stream.
     #[error("offset_id {got} is out of order: this stream expects {expected} next")]
     OutOfOrder { expected: i64, got: i64 },
@@ -82,7 +85,8 @@ fn code_of(e: &Error) -> Code {
         | Error::Io { .. }
         | Error::Locked { .. }
         | Error::Wal(_)
-        | Error::Transport(_) => Code::Internal,
+        | Error::Transport(_)
+        | Error::Internal(_) => Code::Internal,
     }
 }
 

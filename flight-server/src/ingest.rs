@@ -16,6 +16,9 @@
 //!    `{"ack_up_to_offset": n, "ack_up_to_records": r}`: every batch up to
 //!    `n` (and `r` rows in all) is durable and visible to SQL.
 //!
+//! Protobuf and JSON records use the same stream with a records header in
+//! the first message instead of a schema: see [`crate::records`].
+//!
 //! A bad batch ends the stream with an error naming the problem; nothing of
 //! it is written, and what came before it is acked first. While a table's
 //! tail is over its memory budget the stream is not read, so gRPC flow
@@ -37,6 +40,7 @@ use tonic::{Request, Status};
 use weir_provider::{Catalog, Table};
 use weir_wal::PendingAppend;
 
+use crate::records::{RecordDecoder, RecordsHeader};
 use crate::{Error, Result};
 
 /// The header naming the table, as the Zerobus SDKs send it.
@@ -76,28 +80,110 @@ pub async fn do_put(
     let name = name.rsplit('.').next().unwrap_or(&name).to_string();
     let table = catalog.table(&name)?;
 
-    let mut decoder = FlightDataDecoder::new(input.map_err(FlightError::from));
-    match decoder.next().await {
-        Some(Ok(message)) => match message.payload {
-            DecodedPayload::Schema(schema) => {
-                table.conform(&RecordBatch::new_empty(schema))?;
+    let first_metadata = match input.peek().await {
+        Some(Ok(first)) => first.app_metadata.clone(),
+        _ => bytes::Bytes::new(),
+    };
+    let source = match RecordsHeader::parse(&first_metadata)? {
+        Some(header) => {
+            let decoder = header.decoder(&table)?;
+            let _header_message = input.next().await;
+            Source::Records { input, decoder }
+        }
+        None => {
+            let mut decoder = FlightDataDecoder::new(input.map_err(FlightError::from));
+            match decoder.next().await {
+                Some(Ok(message)) => match message.payload {
+                    DecodedPayload::Schema(schema) => {
+                        table.conform(&RecordBatch::new_empty(schema))?;
+                    }
+                    _ => {
+                        return Err(Error::BadRequest(
+                            "the first DoPut message must carry the schema or a records header"
+                                .into(),
+                        ));
+                    }
+                },
+                Some(Err(e)) => {
+                    return Err(Error::BadRequest(format!("invalid Flight data: {e}")));
+                }
+                None => return Err(Error::BadRequest("empty DoPut stream".into())),
             }
-            _ => {
-                return Err(Error::BadRequest(
-                    "the first DoPut message must carry the schema".into(),
-                ));
-            }
-        },
-        Some(Err(e)) => return Err(Error::BadRequest(format!("invalid Flight data: {e}"))),
-        None => return Err(Error::BadRequest("empty DoPut stream".into())),
-    }
+            Source::Arrow(decoder)
+        }
+    };
 
     let (acks, ack_rx) = mpsc::channel(64);
     acks.send(Ok(ack(-1, 0)))
         .await
         .map_err(|_| Error::ShuttingDown)?;
-    tokio::spawn(ingest(table, decoder, acks, shutdown));
+    tokio::spawn(ingest(table, source, acks, shutdown));
     Ok(Box::pin(ReceiverStream::new(ack_rx)))
+}
+
+/// Where a stream's requests come from.
+enum Source {
+    /// Arrow IPC batches.
+    Arrow(FlightDataDecoder),
+    /// Protobuf or JSON records in message bodies (see [`crate::records`]).
+    Records {
+        input: PeekableFlightDataStream,
+        decoder: RecordDecoder,
+    },
+}
+
+/// One request, not yet checked.
+enum Payload {
+    Batch(RecordBatch),
+    Records(bytes::Bytes),
+}
+
+impl Source {
+    /// The next request's `app_metadata` and payload; `None` at the end.
+    async fn next(&mut self) -> Result<Option<(bytes::Bytes, Payload)>> {
+        match self {
+            Source::Arrow(decoder) => loop {
+                let message = match decoder.next().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => {
+                        return Err(Error::BadRequest(format!("invalid Flight data: {e}")));
+                    }
+                    Some(Ok(message)) => message,
+                };
+                match message.payload {
+                    DecodedPayload::RecordBatch(batch) => {
+                        return Ok(Some((message.inner.app_metadata, Payload::Batch(batch))));
+                    }
+                    DecodedPayload::None => continue,
+                    DecodedPayload::Schema(_) => {
+                        return Err(Error::BadRequest(
+                            "the schema changed within the stream: open a new stream for a new \
+                             schema"
+                                .into(),
+                        ));
+                    }
+                }
+            },
+            Source::Records { input, .. } => match input.next().await {
+                None => Ok(None),
+                Some(Err(status)) => Err(Error::BadRequest(status.message().to_string())),
+                Some(Ok(data)) => Ok(Some((data.app_metadata, Payload::Records(data.data_body)))),
+            },
+        }
+    }
+
+    /// Turns a payload into rows of the table's schema.
+    fn rows(&self, table: &Table, payload: Payload) -> Result<RecordBatch> {
+        match (self, payload) {
+            (_, Payload::Batch(batch)) => Ok(table.conform(&batch)?),
+            (Source::Records { decoder, .. }, Payload::Records(body)) => {
+                decoder.decode(table, &body)
+            }
+            (Source::Arrow(_), Payload::Records(_)) => Err(Error::Internal(
+                "an Arrow stream produced a records payload".into(),
+            )),
+        }
+    }
 }
 
 enum Step {
@@ -109,10 +195,10 @@ enum Step {
     Fail(Status),
 }
 
-/// Reads batches, writes them, and hands their durability to the acker.
+/// Reads requests, writes them, and hands their durability to the acker.
 async fn ingest(
     table: Arc<Table>,
-    mut decoder: FlightDataDecoder,
+    mut source: Source,
     acks: mpsc::Sender<Result<PutResult, Status>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -121,31 +207,20 @@ async fn ingest(
     let mut next_offset = 0i64;
     let mut records = 0i64;
     let outcome: Result<()> = loop {
-        let message = tokio::select! {
+        let request = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
-            message = async {
+            request = async {
                 table.wait_for_room().await?;
-                Ok::<_, Error>(decoder.next().await)
-            } => message,
+                source.next().await
+            } => request,
         };
-        let message = match message {
-            Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(e))) => break Err(Error::BadRequest(format!("invalid Flight data: {e}"))),
+        let (app_metadata, payload) = match request {
+            Ok(Some(request)) => request,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        let batch = match message.payload {
-            DecodedPayload::RecordBatch(batch) => batch,
-            DecodedPayload::None => continue,
-            DecodedPayload::Schema(_) => {
-                break Err(Error::BadRequest(
-                    "the schema changed within the stream: open a new stream for a new schema"
-                        .into(),
-                ));
-            }
-        };
-        let offset = match offset_of(&message.inner.app_metadata, next_offset) {
+        let offset = match offset_of(&app_metadata, next_offset) {
             Ok(offset) => offset,
             Err(e) => break Err(e),
         };
@@ -155,21 +230,19 @@ async fn ingest(
                 got: offset,
             });
         }
-        let appended = table
-            .conform(&batch)
-            .and_then(|batch| {
-                let rows = batch.num_rows() as i64;
-                table
-                    .enqueue_unsynced("", offset, batch)
-                    .map(|pending| (pending, rows))
-            })
-            .map_err(|e| Error::Batch {
-                offset,
-                source: Box::new(e.into()),
-            });
+        let appended = source.rows(&table, payload).and_then(|batch| {
+            let rows = batch.num_rows() as i64;
+            let pending = table.enqueue_unsynced("", offset, batch)?;
+            Ok((pending, rows))
+        });
         let (pending, rows) = match appended {
             Ok(done) => done,
-            Err(e) => break Err(e),
+            Err(e) => {
+                break Err(Error::Batch {
+                    offset,
+                    source: Box::new(e),
+                });
+            }
         };
         records += rows;
         next_offset += 1;

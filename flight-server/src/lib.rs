@@ -25,6 +25,7 @@ mod config;
 mod error;
 pub mod ingest;
 pub mod node;
+pub mod records;
 mod server;
 mod service;
 

@@ -3,5 +3,6 @@
 
 mod bad_input;
 mod ingest;
+mod records;
 mod sql;
 mod support;

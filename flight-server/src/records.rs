@@ -1,0 +1,226 @@
+//! Protobuf and JSON records over `DoPut`.
+//!
+//! A producer that has records rather than Arrow batches opens a `DoPut`
+//! whose first message carries the descriptor path (`["sensors"]`, or the
+//! table header) and, in its `app_metadata`, a JSON *records header*:
+//!
+//! ```json
+//! {"format": "protobuf", "descriptor_proto": "<base64 DescriptorProto>"}
+//! {"format": "protobuf", "file_descriptor_set": "<base64>", "message": "pkg.Reading"}
+//! {"format": "protobuf", "proto": "syntax = \"proto3\"; message Reading { ... }", "message": "Reading"}
+//! {"format": "json"}
+//! ```
+//!
+//! That first message has no body. Every later message is one request: its
+//! `app_metadata` is `{"offset_id": n}` as for Arrow batches, and its
+//! `data_body` holds the records:
+//!
+//! - protobuf: records back to back, each preceded by its length as a
+//!   varint (protobuf's standard *delimited* framing);
+//! - JSON: newline-delimited objects, or one array of objects.
+//!
+//! Records are decoded and checked against the table before anything is
+//! written: a bad record rejects its whole request with an error naming
+//! the record index and the field, and nothing of it lands. The WAL stores
+//! the decoded Arrow batch. Acks are the same as for Arrow batches.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use base64::Engine as _;
+use serde::Deserialize;
+use weir_codec::json::{JsonError, decode_json};
+use weir_codec::protobuf::{
+    ProtoDecoder, ProtoError, descriptor_from_descriptor_proto,
+    descriptor_from_file_descriptor_set, descriptor_from_proto_source,
+};
+use weir_provider::Table;
+
+use crate::{Error, Result};
+
+/// The JSON header of a records stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsHeader {
+    /// `protobuf` or `json`.
+    pub format: Format,
+    /// Base64 of a serialized, self-contained `DescriptorProto`.
+    pub descriptor_proto: Option<String>,
+    /// Base64 of a serialized `FileDescriptorSet`; needs `message`.
+    pub file_descriptor_set: Option<String>,
+    /// `.proto` source text; needs `message`.
+    pub proto: Option<String>,
+    /// The full name of the record's message type.
+    pub message: Option<String>,
+}
+
+/// Record encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Protobuf,
+    Json,
+}
+
+/// Turns request bodies into batches of the table's schema.
+#[derive(Debug)]
+pub enum RecordDecoder {
+    Protobuf(Box<ProtoDecoder>),
+    Json(arrow::datatypes::SchemaRef),
+}
+
+impl RecordsHeader {
+    /// Parses a first message's `app_metadata`; `None` if it is not a
+    /// records header (an Arrow stream's schema message has none).
+    pub fn parse(app_metadata: &[u8]) -> Result<Option<Self>> {
+        if app_metadata.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(app_metadata)
+            .map(Some)
+            .map_err(|e| Error::BadRequest(format!("invalid records header: {e}")))
+    }
+
+    /// Builds the decoder for `table`, checking the descriptor against it.
+    pub fn decoder(&self, table: &Table) -> Result<RecordDecoder> {
+        let schema = Arc::clone(table.schema());
+        match self.format {
+            Format::Json => Ok(RecordDecoder::Json(schema)),
+            Format::Protobuf => {
+                let descriptor = match (
+                    &self.descriptor_proto,
+                    &self.file_descriptor_set,
+                    &self.proto,
+                    &self.message,
+                ) {
+                    (Some(bytes), None, None, _) => {
+                        descriptor_from_descriptor_proto(&base64_field("descriptor_proto", bytes)?)
+                    }
+                    (None, Some(bytes), None, Some(message)) => {
+                        descriptor_from_file_descriptor_set(
+                            &base64_field("file_descriptor_set", bytes)?,
+                            message,
+                        )
+                    }
+                    (None, None, Some(source), Some(message)) => {
+                        descriptor_from_proto_source(source, message)
+                    }
+                    _ => {
+                        return Err(Error::BadRequest(
+                            "a protobuf records header needs exactly one of descriptor_proto, \
+                             file_descriptor_set + message, or proto + message"
+                                .into(),
+                        ));
+                    }
+                }
+                .map_err(|e| proto_error(table, e))?;
+                let decoder =
+                    ProtoDecoder::new(descriptor, schema).map_err(|e| proto_error(table, e))?;
+                Ok(RecordDecoder::Protobuf(Box::new(decoder)))
+            }
+        }
+    }
+}
+
+impl RecordDecoder {
+    /// Decodes one request body.
+    pub fn decode(&self, table: &Table, body: &[u8]) -> Result<RecordBatch> {
+        match self {
+            RecordDecoder::Json(schema) => {
+                decode_json(body, Arc::clone(schema)).map_err(|e| json_error(table, e))
+            }
+            RecordDecoder::Protobuf(decoder) => {
+                let records = split_delimited(body)?;
+                decoder
+                    .decode(records.iter().copied())
+                    .map_err(|e| proto_error(table, e))
+            }
+        }
+    }
+}
+
+/// Splits protobuf's delimited framing: `varint length, bytes`, repeated.
+pub fn split_delimited(mut body: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut records = Vec::new();
+    while !body.is_empty() {
+        let index = records.len();
+        let (len, prefix) = read_varint(body)
+            .ok_or_else(|| Error::BadRequest(format!("record {index}: truncated length prefix")))?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let rest = &body[prefix..];
+        if len > rest.len() {
+            return Err(Error::BadRequest(format!(
+                "record {index}: length prefix {len} runs past the end of the request ({} bytes left)",
+                rest.len()
+            )));
+        }
+        records.push(&rest[..len]);
+        body = &rest[len..];
+    }
+    Ok(records)
+}
+
+fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+fn base64_field(name: &str, text: &str) -> Result<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| Error::BadRequest(format!("{name} is not valid base64: {e}")))
+}
+
+fn proto_error(table: &Table, e: ProtoError) -> Error {
+    if e.is_caller_fault() {
+        Error::BadRequest(format!("table {:?}: {e}", table.name()))
+    } else {
+        Error::Internal(format!("table {:?}: {e}", table.name()))
+    }
+}
+
+fn json_error(table: &Table, e: JsonError) -> Error {
+    if e.is_caller_fault() {
+        Error::BadRequest(format!("table {:?}: {e}", table.name()))
+    } else {
+        Error::Internal(format!("table {:?}: {e}", table.name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimited_framing() {
+        let body = [2, b'a', b'b', 0, 1, b'c'];
+        let records = split_delimited(&body).unwrap();
+        assert_eq!(records, vec![&b"ab"[..], &b""[..], &b"c"[..]]);
+        let err = split_delimited(&[5, b'a']).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "record 0: length prefix 5 runs past the end of the request (1 bytes left)"
+        );
+        let err = split_delimited(&[1, b'a', 0x80]).unwrap_err().to_string();
+        assert_eq!(err, "record 1: truncated length prefix");
+    }
+
+    #[test]
+    fn headers() {
+        assert!(RecordsHeader::parse(b"").unwrap().is_none());
+        let header = RecordsHeader::parse(br#"{"format": "json"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(header.format, Format::Json);
+        let err = RecordsHeader::parse(br#"{"format": "xml"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `xml`"), "{err}");
+    }
+}
