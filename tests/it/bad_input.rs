@@ -144,11 +144,7 @@ async fn an_offset_gap_is_out_of_range_and_other_streams_go_on() {
         .with_app_metadata(&b"{\"offset_id\": 2}"[..]);
 
     // A healthy stream alongside.
-    let client = server.client().await;
-    let mut healthy = client
-        .open_stream("sensors", sensors_schema(), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut healthy = server.sensors_stream().await;
 
     let input = futures::stream::iter(messages.into_iter().map(Ok));
     let mut acks = flight.do_put(input).await.unwrap();
@@ -233,11 +229,7 @@ async fn bad_ddl_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_table_ends_its_streams() {
     let server = server_with_sensors().await;
-    let client = server.client().await;
-    let mut stream = client
-        .open_stream("sensors", sensors_schema(), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut stream = server.sensors_stream().await;
     stream.send(sensor_batch(0, 5)).await.unwrap();
     stream.flush().await.unwrap();
     server.sql("DROP TABLE sensors").await;

@@ -70,11 +70,7 @@ async fn concurrent_streams_are_acked_visible_committed_and_survive_restart() {
 async fn each_ack_makes_its_rows_visible_before_any_commit() {
     let server = TestServer::start().await;
     server.sql(SENSORS_DDL).await;
-    let client = server.client().await;
-    let mut stream = client
-        .open_stream("sensors", sensors_schema(), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut stream = server.sensors_stream().await;
     for b in 0..5i64 {
         let offset = stream.send(sensor_batch(b * 10, 10)).await.unwrap();
         stream.wait_for(offset).await.unwrap();
@@ -98,11 +94,7 @@ async fn each_ack_makes_its_rows_visible_before_any_commit() {
 async fn the_background_committer_writes_delta_with_a_txn_watermark() {
     let server = TestServer::start().await;
     server.sql(SENSORS_DDL).await;
-    let client = server.client().await;
-    let mut stream = client
-        .open_stream("sensors", sensors_schema(), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut stream = server.sensors_stream().await;
     stream.send(sensor_batch(0, 100)).await.unwrap();
     stream.close().await.unwrap();
 
@@ -195,11 +187,7 @@ async fn plain_flight_do_put_gets_ready_and_cumulative_acks() {
 async fn a_full_tail_pushes_back_until_the_committer_makes_room() {
     let server = TestServer::start().await;
     server.sql(SENSORS_DDL).await;
-    let client = server.client().await;
-    let mut stream = client
-        .open_stream("sensors", sensors_schema(), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut stream = server.sensors_stream().await;
     // Config::for_tests budgets 4 MiB of tail; send several times that.
     let batch = sensor_batch(0, 20_000);
     let batch_bytes = batch.get_array_memory_size();
@@ -229,7 +217,6 @@ async fn a_full_tail_pushes_back_until_the_committer_makes_room() {
 async fn commits_write_checkpoints_and_free_wal_segments() {
     let server = TestServer::start().await;
     server.sql(SENSORS_DDL).await;
-    let client = server.client().await;
     let wal_dir = server.dir.path().join("wal");
     let segment_names = || -> Vec<String> {
         std::fs::read_dir(&wal_dir)
@@ -240,10 +227,7 @@ async fn commits_write_checkpoints_and_free_wal_segments() {
     let mut seen = std::collections::BTreeSet::new();
     // Config::for_tests: 256 KiB segments, a checkpoint every 5 commits.
     for round in 0..6i64 {
-        let mut stream = client
-            .open_stream("sensors", sensors_schema(), StreamOptions::default())
-            .await
-            .unwrap();
+        let mut stream = server.sensors_stream().await;
         for b in 0..4 {
             stream
                 .send(sensor_batch((round * 4 + b) * 5_000, 5_000))

@@ -1,15 +1,9 @@
 //! SQL over committed files and the WAL tail, as text snapshots.
 
-use weir_client::StreamOptions;
-
 use crate::support::*;
 
 async fn push(server: &TestServer, first: i64, rows: usize) {
-    let client = server.client().await;
-    let mut stream = client
-        .open_stream("sensors", sensors_schema(), StreamOptions::default())
-        .await
-        .unwrap();
+    let mut stream = server.sensors_stream().await;
     stream.send(sensor_batch(first, rows)).await.unwrap();
     stream.close().await.unwrap();
 }

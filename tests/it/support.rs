@@ -105,6 +105,15 @@ impl TestServer {
         weir_client::Client::connect(&self.url()).await.unwrap()
     }
 
+    /// A producer stream of sensor rows into `sensors`.
+    pub async fn sensors_stream(&self) -> weir_client::Stream {
+        self.client()
+            .await
+            .open_stream("sensors", sensors_schema(), Default::default())
+            .await
+            .unwrap()
+    }
+
     pub fn table_url(&self, table: &str) -> url::Url {
         url::Url::from_directory_path(self.dir.path().join("tables").join(table)).unwrap()
     }
