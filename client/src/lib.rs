@@ -1,8 +1,9 @@
 //! weir's Rust producer SDK.
 //!
-//! A [`Client`] opens [`Stream`]s to tables over Arrow Flight `DoPut`. A
-//! stream numbers its batches 0, 1, 2, ... (the `offset_id` of weir's ingest
-//! convention), keeps every batch the server has not acknowledged in a
+//! A [`Client`] opens [`Stream`]s to tables over Arrow Flight `DoPut`, of
+//! Arrow batches ([`Client::open_stream`]) or of protobuf or JSON records
+//! ([`Client::open_records_stream`]). A stream numbers its requests 0, 1, 2, ... (the `offset_id` of weir's ingest
+//! convention), keeps every request the server has not acknowledged in a
 //! bounded in-flight buffer, and exposes the server's cumulative acks: an
 //! ack for offset `n` means batches `0..=n` are durable in the server's WAL
 //! and visible to SQL.

@@ -8,6 +8,7 @@ use arrow::datatypes::SchemaRef;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::utils::batches_to_flight_data;
 use arrow_flight::{FlightData, FlightDescriptor};
+use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -59,14 +60,24 @@ struct AckJson {
     ack_up_to_records: i64,
 }
 
-/// One ordered stream of batches into a table.
+/// One request of a stream, kept until it is acknowledged.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// An Arrow batch.
+    Batch(RecordBatch),
+    /// Encoded records (see [`Client::open_records_stream`]).
+    Records(Bytes),
+}
+
+/// One ordered stream of requests into a table.
 #[derive(Debug)]
 pub struct Stream {
     outgoing: Option<mpsc::Sender<FlightData>>,
     acks: watch::Receiver<AckState>,
-    in_flight: Arc<Mutex<VecDeque<(i64, RecordBatch)>>>,
+    in_flight: Arc<Mutex<VecDeque<(i64, Request)>>>,
     next_offset: i64,
     options: StreamOptions,
+    records: bool,
 }
 
 impl Client {
@@ -95,13 +106,39 @@ impl Client {
         schema: SchemaRef,
         options: StreamOptions,
     ) -> Result<Stream> {
-        let (outgoing, rx) = mpsc::channel(options.max_in_flight.max(1));
         let descriptor = FlightDescriptor::new_path(vec![table.to_string()]);
         let first = batches_to_flight_data(&schema, vec![])?
             .into_iter()
             .next()
             .expect("the schema message")
             .with_descriptor(descriptor);
+        self.open(first, options, false).await
+    }
+
+    /// Opens a stream of protobuf or JSON records to `table`. `header` is
+    /// the records header of weir's ingest convention, for example
+    /// `{"format": "json"}` or `{"format": "protobuf", "proto": "...",
+    /// "message": "Reading"}`; the server checks it against the table
+    /// before its ready ack. Send bodies with [`Stream::send_records`].
+    pub async fn open_records_stream(
+        &self,
+        table: &str,
+        header: &serde_json::Value,
+        options: StreamOptions,
+    ) -> Result<Stream> {
+        let first = FlightData::new()
+            .with_descriptor(FlightDescriptor::new_path(vec![table.to_string()]))
+            .with_app_metadata(header.to_string().into_bytes());
+        self.open(first, options, true).await
+    }
+
+    async fn open(
+        &self,
+        first: FlightData,
+        options: StreamOptions,
+        records: bool,
+    ) -> Result<Stream> {
+        let (outgoing, rx) = mpsc::channel(options.max_in_flight.max(1));
         outgoing
             .send(first)
             .await
@@ -125,7 +162,7 @@ impl Client {
             failed: None,
             ended: false,
         });
-        let in_flight = Arc::new(Mutex::new(VecDeque::<(i64, RecordBatch)>::new()));
+        let in_flight = Arc::new(Mutex::new(VecDeque::<(i64, Request)>::new()));
         let buffer = Arc::clone(&in_flight);
         tokio::spawn(async move {
             while let Some(response) = responses.next().await {
@@ -152,28 +189,53 @@ impl Client {
             in_flight,
             next_offset: 0,
             options,
+            records,
         })
     }
 }
 
 impl Stream {
     /// Sends `batch` as the stream's next offset and returns that offset.
-    /// Waits while `max_in_flight` batches are unacknowledged.
+    /// Waits while `max_in_flight` requests are unacknowledged.
     pub async fn send(&mut self, batch: RecordBatch) -> Result<i64> {
+        if self.records {
+            return Err(Error::Protocol(
+                "this is a records stream: use send_records".into(),
+            ));
+        }
+        let mut messages = batches_to_flight_data(&batch.schema(), vec![batch.clone()])?;
+        messages.remove(0); // the schema, sent when the stream opened
+        self.send_request(messages, Request::Batch(batch)).await
+    }
+
+    /// Sends encoded records (length-delimited protobuf, or JSON) as the
+    /// stream's next offset and returns that offset.
+    pub async fn send_records(&mut self, body: impl Into<Bytes>) -> Result<i64> {
+        if !self.records {
+            return Err(Error::Protocol("this is an Arrow stream: use send".into()));
+        }
+        let body = body.into();
+        let message = FlightData::new().with_data_body(body.clone());
+        self.send_request(vec![message], Request::Records(body))
+            .await
+    }
+
+    /// Sends the messages of one request, the last carrying its offset.
+    async fn send_request(
+        &mut self,
+        mut messages: Vec<FlightData>,
+        request: Request,
+    ) -> Result<i64> {
         let offset = self.next_offset;
         let oldest_allowed = offset - self.options.max_in_flight as i64;
         if oldest_allowed >= 0 {
             self.wait_for(oldest_allowed).await?;
         }
         self.check_failed()?;
-        let schema = batch.schema();
-        let mut messages = batches_to_flight_data(&schema, vec![batch.clone()])?;
-        messages.remove(0); // the schema, sent when the stream opened
         if let Some(last) = messages.pop() {
             let metadata = format!("{{\"offset_id\":{offset}}}");
             messages.push(last.with_app_metadata(metadata.into_bytes()));
         }
-        self.in_flight.lock().push_back((offset, batch));
         let outgoing = self
             .outgoing
             .as_ref()
@@ -181,6 +243,7 @@ impl Stream {
                 first: offset,
                 last: offset,
             })?;
+        self.in_flight.lock().push_back((offset, request));
         for message in messages {
             if outgoing.send(message).await.is_err() {
                 self.check_failed()?;
@@ -221,9 +284,9 @@ impl Stream {
         self.acks.borrow().ack
     }
 
-    /// Batches sent but not yet acknowledged, oldest first: what to send
+    /// Requests sent but not yet acknowledged, oldest first: what to send
     /// again on a new stream after a failure.
-    pub fn unacknowledged(&self) -> Vec<(i64, RecordBatch)> {
+    pub fn unacknowledged(&self) -> Vec<(i64, Request)> {
         self.in_flight.lock().iter().cloned().collect()
     }
 

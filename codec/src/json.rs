@@ -236,14 +236,14 @@ fn classify(record: usize, err: ArrowError) -> JsonError {
             .to_owned();
         return JsonError::MissingValue { record, column };
     }
-    if let Some(rest) = message.strip_prefix("whilst decoding field '") {
-        if let Some((column, detail)) = rest.split_once("': ") {
-            return JsonError::Column {
-                record,
-                column: column.to_owned(),
-                message: detail.to_owned(),
-            };
-        }
+    if let Some(rest) = message.strip_prefix("whilst decoding field '")
+        && let Some((column, detail)) = rest.split_once("': ")
+    {
+        return JsonError::Column {
+            record,
+            column: column.to_owned(),
+            message: detail.to_owned(),
+        };
     }
     JsonError::Record { record, message }
 }

@@ -279,9 +279,15 @@ async fn json_records_ndjson_and_arrays() {
     let header = serde_json::json!({"format": "json"});
     let ndjson = b"{\"id\": 1, \"ts\": \"2023-11-14T22:13:20Z\", \"temp\": 1.5, \"site\": \"north\"}\n{\"id\": 2, \"site\": null}\n".to_vec();
     let array = br#"[{"id": 3, "temp": 3.5}, {"id": 4, "ts": "2023-11-14T22:13:21.5Z"}]"#.to_vec();
-    let (acks, error) = push_records(&server, "sensors", header.clone(), vec![ndjson, array]).await;
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(acks.last().unwrap()["ack_up_to_records"], 4);
+    // Through the Rust SDK this time.
+    let client = server.client().await;
+    let mut stream = client
+        .open_records_stream("sensors", &header, Default::default())
+        .await
+        .unwrap();
+    stream.send_records(ndjson).await.unwrap();
+    stream.send_records(array).await.unwrap();
+    assert_eq!(stream.close().await.unwrap().records, 4);
     insta::assert_snapshot!(
         server.sql_text("SELECT * FROM sensors ORDER BY id").await,
         @"

@@ -176,11 +176,11 @@ impl<'p> Decoding<'p> {
                     if first {
                         seen[index] = stamp;
                         *newly_seen = newly_seen.wrapping_add(1);
-                        if let Some(oneof) = f.oneof {
-                            if let Some(cleared) = self.switch_oneof(node, oneof, index, stamp) {
-                                seen[cleared] = stamp.wrapping_sub(1);
-                                *newly_seen = newly_seen.wrapping_sub(1);
-                            }
+                        if let Some(oneof) = f.oneof
+                            && let Some(cleared) = self.switch_oneof(node, oneof, index, stamp)
+                        {
+                            seen[cleared] = stamp.wrapping_sub(1);
+                            *newly_seen = newly_seen.wrapping_sub(1);
                         }
                     }
                     self.apply(&f.op, first, &mut buf, f.path, depth)?;

@@ -10,6 +10,8 @@
 //! columns share one `Vec`, and so on) so that the decode loop reaches a
 //! column with one index and no dynamic dispatch.
 
+use std::sync::Arc;
+
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit};
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 
@@ -416,7 +418,7 @@ impl Plan {
                     ));
                 }
                 children.push(Child {
-                    field: column.clone(),
+                    field: Arc::clone(column),
                     shape: Shape::Null,
                 });
                 continue;
@@ -432,7 +434,7 @@ impl Plan {
                 .and_then(|o| oneofs.iter().position(|n| n == o.full_name()))
                 .map(|i| i as u16);
             children.push(Child {
-                field: column.clone(),
+                field: Arc::clone(column),
                 shape: plan.shape.clone(),
             });
             numbers.push(fd.number());
