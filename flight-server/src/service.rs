@@ -81,7 +81,7 @@ impl FlightSqlService for WeirService {
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         let info = FlightInfo::new()
             .try_with_schema(&schema)
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Error::Internal(e.to_string()))?
             .with_endpoint(endpoint)
             .with_descriptor(request.into_inner());
         Ok(Response::new(info))
@@ -99,11 +99,11 @@ impl FlightSqlService for WeirService {
         let sql = handle
             .strip_prefix(QUERY_PREFIX)
             .and_then(|sql| std::str::from_utf8(sql).ok())
-            .ok_or_else(|| Status::invalid_argument("unknown statement handle"))?;
+            .ok_or_else(|| Error::BadRequest("unknown statement handle".into()))?;
         let Prepared::Query { plan, context } =
             self.engine.prepare(sql).await.map_err(Error::from)?
         else {
-            return Err(Status::invalid_argument("the ticket does not hold a query"));
+            return Err(Error::BadRequest("the ticket does not hold a query".into()).into());
         };
         let stream = self
             .engine
@@ -133,9 +133,10 @@ impl FlightSqlService for WeirService {
             .map_err(Error::from)?
         {
             Prepared::Done => Ok(0),
-            Prepared::Query { .. } => Err(Status::invalid_argument(
-                "a query is not an update: run it with CommandStatementQuery",
-            )),
+            Prepared::Query { .. } => Err(Error::BadRequest(
+                "a query is not an update: run it with CommandStatementQuery".into(),
+            )
+            .into()),
         }
     }
 
