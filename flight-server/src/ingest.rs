@@ -88,7 +88,10 @@ pub async fn do_put(
         Some(header) => {
             let decoder = header.decoder(&table)?;
             let _header_message = input.next().await;
-            Source::Records { input, decoder }
+            Source::Records {
+                input: Box::new(input),
+                decoder,
+            }
         }
         None => {
             let mut decoder = FlightDataDecoder::new(input.map_err(FlightError::from));
@@ -127,7 +130,7 @@ enum Source {
     Arrow(FlightDataDecoder),
     /// Protobuf or JSON records in message bodies (see [`crate::records`]).
     Records {
-        input: PeekableFlightDataStream,
+        input: Box<PeekableFlightDataStream>,
         decoder: RecordDecoder,
     },
 }

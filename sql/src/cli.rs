@@ -188,20 +188,20 @@ impl Client {
                 Err(_) => break,
             };
             let trimmed = line.trim();
-            if buffer.is_empty() {
-                if let Some(sql) = meta_command(trimmed) {
-                    let _ = editor.add_history_entry(trimmed);
-                    match sql {
-                        Meta::Quit => break,
-                        Meta::Sql(sql) => {
-                            let mut out = std::io::stdout().lock();
-                            if let Err(e) = self.run_one(&sql, &mut out).await {
-                                eprintln!("error: {e}");
-                            }
+            if buffer.is_empty()
+                && let Some(sql) = meta_command(trimmed)
+            {
+                let _ = editor.add_history_entry(trimmed);
+                match sql {
+                    Meta::Quit => break,
+                    Meta::Sql(sql) => {
+                        let mut out = std::io::stdout().lock();
+                        if let Err(e) = self.run_one(&sql, &mut out).await {
+                            eprintln!("error: {e}");
                         }
                     }
-                    continue;
                 }
+                continue;
             }
             buffer.push_str(&line);
             buffer.push('\n');

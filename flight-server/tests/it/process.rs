@@ -49,11 +49,12 @@ pub fn spawn(data_dir: &Path) -> WeirProcess {
         let mut sent = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if !sent && line.contains("listening") {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(Ok(addr.split_whitespace().next().unwrap().to_string()));
-                    sent = true;
-                }
+            if !sent
+                && line.contains("listening")
+                && let Some(addr) = line.split("addr=").nth(1)
+            {
+                let _ = tx.send(Ok(addr.split_whitespace().next().unwrap().to_string()));
+                sent = true;
             }
             if !sent && line.contains("ERROR") {
                 let _ = tx.send(Err(line.clone()));
