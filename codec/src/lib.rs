@@ -6,7 +6,9 @@
 //! - [`conform`]: check an incoming Arrow batch against a table schema and
 //!   cast it losslessly into that schema (the Arrow Flight `DoPut` path);
 //! - [`ipc`]: the compact Arrow IPC encoding the write-ahead log stores;
-//! - [`protobuf`]: protobuf records with a descriptor given at run time.
+//! - [`protobuf`]: protobuf records with a descriptor given at run time,
+//!   decoded in one pass straight into Arrow columns;
+//! - [`json`]: newline-delimited JSON objects or a JSON array of objects.
 //!
 //! Nothing here touches the network or the disk, so every rule is tested by
 //! plain unit tests.
@@ -30,8 +32,8 @@
 mod conform;
 mod error;
 pub mod ipc;
+pub mod json;
 pub mod protobuf;
 
 pub use conform::conform;
 pub use error::{Error, Result};
-pub mod json;
