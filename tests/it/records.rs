@@ -246,7 +246,10 @@ async fn bad_protobuf_records_name_the_record_and_field_and_change_nothing() {
         &server,
         "sensors",
         header,
-        vec![delimited(std::slice::from_ref(&good)), delimited(&[good, bad])],
+        vec![
+            delimited(std::slice::from_ref(&good)),
+            delimited(&[good, bad]),
+        ],
     )
     .await;
     let status = error.expect("the bad request is refused");
