@@ -115,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut latencies: Vec<Duration> = Vec::with_capacity(200);
     for b in 0..200i64 {
         let sent = Instant::now();
-        let offset = stream.send(batch(-(b + 1) * 100, 100)).await?;
+        let offset = stream.send(batch(1_000_000_000 + b * 100, 100)).await?;
         stream.wait_for(offset).await?;
         latencies.push(sent.elapsed());
     }
