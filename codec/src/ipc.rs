@@ -16,11 +16,17 @@ use crate::{Error, Result};
 /// Encodes `batch` as a self-contained Arrow IPC stream.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+    encode_into(batch, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the encoding of `batch` to `out`, so a caller can put its own
+/// header in front without copying the batch a second time.
+pub fn encode_into(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    let mut writer = StreamWriter::try_new(out, &batch.schema())?;
     writer.write(batch)?;
     writer.finish()?;
-    drop(writer);
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes a blob written by [`encode`].

@@ -178,18 +178,20 @@ fn base64_field(name: &str, text: &str) -> Result<Vec<u8>> {
 }
 
 fn proto_error(table: &Table, e: ProtoError) -> Error {
-    if e.is_caller_fault() {
-        Error::BadRequest(format!("table {:?}: {e}", table.name()))
-    } else {
-        Error::Internal(format!("table {:?}: {e}", table.name()))
-    }
+    decode_error(table, e.is_caller_fault(), &e)
 }
 
 fn json_error(table: &Table, e: JsonError) -> Error {
-    if e.is_caller_fault() {
-        Error::BadRequest(format!("table {:?}: {e}", table.name()))
+    decode_error(table, e.is_caller_fault(), &e)
+}
+
+/// The caller's bad records, or weir's own failure decoding them.
+fn decode_error(table: &Table, caller_fault: bool, e: &dyn std::fmt::Display) -> Error {
+    let message = format!("table {:?}: {e}", table.name());
+    if caller_fault {
+        Error::BadRequest(message)
     } else {
-        Error::Internal(format!("table {:?}: {e}", table.name()))
+        Error::Internal(message)
     }
 }
 

@@ -42,12 +42,7 @@ impl Table {
         let (delta, batches, through) = {
             let state = self.state.lock();
             let durable = self.wal.durable_position();
-            let batches: Vec<RecordBatch> = state
-                .tail
-                .iter()
-                .take_while(|e| e.position <= durable)
-                .map(|e| e.batch.clone())
-                .collect();
+            let batches = state.durable_tail(durable);
             if batches.is_empty() {
                 return Ok(None);
             }

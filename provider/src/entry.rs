@@ -16,7 +16,7 @@
 //! restart rebuild where each named stream stood.
 
 use arrow::array::RecordBatch;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 const VERSION: u8 = 1;
 
@@ -40,14 +40,15 @@ pub fn encode(
     offset_id: i64,
     batch: &RecordBatch,
 ) -> weir_codec::Result<Bytes> {
-    let ipc = weir_codec::ipc::encode(batch)?;
-    let mut out = BytesMut::with_capacity(13 + table_id.len() + stream.len() + ipc.len());
+    let header_len = 13 + table_id.len() + stream.len();
+    let mut out = Vec::with_capacity(header_len + batch.get_array_memory_size() + 1024);
     out.put_u8(VERSION);
     put_str(&mut out, table_id);
     put_str(&mut out, stream);
     out.put_i64_le(offset_id);
-    out.put_slice(&ipc);
-    Ok(out.freeze())
+    // The rows are written once, straight behind the header.
+    weir_codec::ipc::encode_into(batch, &mut out)?;
+    Ok(Bytes::from(out))
 }
 
 /// Reads only the table id, to route a record without decoding its rows.
@@ -73,7 +74,7 @@ pub fn decode(payload: &[u8]) -> Result<Entry, String> {
     })
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
+fn put_str(out: &mut Vec<u8>, s: &str) {
     // Table ids are UUIDs and stream names are checked to be short, so the
     // length always fits; saturating keeps a bug from turning into a panic.
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);

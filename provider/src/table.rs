@@ -102,6 +102,27 @@ pub(crate) struct TailEntry {
     pub(crate) bytes: usize,
 }
 
+impl State {
+    fn push(&mut self, position: WalPosition, batch: RecordBatch, bytes: usize) {
+        self.tail.push_back(TailEntry {
+            position,
+            batch,
+            bytes,
+        });
+        self.tail_bytes += bytes;
+    }
+
+    /// The tail's batches at or below `durable`, in WAL order. Call with the
+    /// lock held and `durable` read under it (see the module docs).
+    pub(crate) fn durable_tail(&self, durable: WalPosition) -> Vec<RecordBatch> {
+        self.tail
+            .iter()
+            .take_while(|e| e.position <= durable)
+            .map(|e| e.batch.clone())
+            .collect()
+    }
+}
+
 /// What a query reads: one consistent cut.
 #[derive(Debug)]
 pub struct Cut {
@@ -224,12 +245,7 @@ impl Table {
             });
         }
         let pending = self.wal.enqueue(payload)?;
-        state.tail.push_back(TailEntry {
-            position: pending.position(),
-            batch,
-            bytes,
-        });
-        state.tail_bytes += bytes;
+        state.push(pending.position(), batch, bytes);
         let full = state.tail_bytes >= self.config.commit_target_bytes;
         drop(state);
         if full {
@@ -241,25 +257,13 @@ impl Table {
     /// Puts a replayed WAL record back in the tail (the caller has checked
     /// that Delta does not hold it).
     pub(crate) fn restore(&self, position: WalPosition, batch: RecordBatch, bytes: usize) {
-        let mut state = self.state.lock();
-        state.tail.push_back(TailEntry {
-            position,
-            batch,
-            bytes,
-        });
-        state.tail_bytes += bytes;
+        self.state.lock().push(position, batch, bytes);
     }
 
     /// The Delta snapshot and the durable tail above it, read atomically.
     pub fn cut(&self) -> Cut {
         let state = self.state.lock();
-        let durable = self.wal.durable_position();
-        let tail = state
-            .tail
-            .iter()
-            .take_while(|e| e.position <= durable)
-            .map(|e| e.batch.clone())
-            .collect();
+        let tail = state.durable_tail(self.wal.durable_position());
         Cut {
             delta: state.delta.clone(),
             committed_through: state.committed_through,
