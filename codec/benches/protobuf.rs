@@ -4,7 +4,11 @@
 //! * `weir`: [`ProtoDecoder::decode`], records into one Arrow `RecordBatch`;
 //! * `prost`: compile-time-generated prost structs (`data/generated.rs` and
 //!   the structs below), one `decode` per record;
-//! * `prost_reflect`: `DynamicMessage::decode` per record.
+//! * `prost_reflect`: `DynamicMessage::decode` per record;
+//! * `zeroparser`: the Zerobus SDK's dynamic zero-copy parser,
+//!   `ParsedMessage::parse` per record (only with `--features zeroparser`,
+//!   which builds the SDK). It parses into its field table and stops;
+//!   values are not copied anywhere, so it does less work than the others.
 //!
 //! Data sets, 10,000 records a batch: (a) NEOWISE rows (144 optional
 //! fields, ~1.2 KB), (b) a small sensor reading (~35 B), (c) a 100-field
@@ -14,7 +18,7 @@
 //! Two groups: `protobuf_decode` measures wall-clock time; `protobuf_decode_cpu`
 //! measures the benchmark thread's CPU time, which gives the per-core rate
 //! even while other processes share the machine. Run with
-//! `cargo bench -p weir-codec --bench protobuf`.
+//! `cargo bench -p weir-codec --bench protobuf --features zeroparser`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -41,11 +45,12 @@ syntax = "proto3";
 message Sensor { string device_id = 1; int64 ts = 2; double temperature = 3; float humidity = 4; int32 status = 5; }
 "#;
 
+// Nested types inside the root, as the Zerobus SDKs send a descriptor.
 const TELEMETRY: &str = r#"
 syntax = "proto3";
-message Point { double x = 1; double y = 2; int64 t = 3; }
-message Device { string id = 1; string model = 2; map<string, string> labels = 3; }
 message Telemetry {
+  message Point { double x = 1; double y = 2; int64 t = 3; }
+  message Device { string id = 1; string model = 2; map<string, string> labels = 3; }
   Device device = 1; repeated Point points = 2; map<string, double> metrics = 3;
   repeated int64 counters = 4; repeated string tags = 5; int64 ts = 6;
 }
@@ -334,6 +339,20 @@ fn run<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         if let Some(decode) = typed {
             group.bench_function(BenchmarkId::new("prost_typed", set.name), |b| {
                 b.iter(|| decode(&set.records))
+            });
+        }
+        #[cfg(feature = "zeroparser")]
+        {
+            use databricks_zerobus_ingest_sdk::zeroparser::MessageRegistry;
+            use databricks_zerobus_ingest_sdk::zeroparser::parser::ParsedMessage;
+            let registry = MessageRegistry::from_descriptor(set.message.descriptor_proto());
+            group.bench_function(BenchmarkId::new("zeroparser", set.name), |b| {
+                b.iter(|| {
+                    set.slices()
+                        .map(|r| ParsedMessage::parse(r, &registry).expect("parses"))
+                        .map(black_box)
+                        .count()
+                })
             });
         }
     }

@@ -11,11 +11,11 @@
 //! with its default or null, ends list and map rows, and closes open child
 //! rows. Nothing is allocated per record: stamps are compared, not cleared.
 
-use super::columns::Columns;
 use super::error::{DecodeErrorKind, ProtoError};
 use super::ops::Op;
-use super::plan::{Card, FastKind, MAX_DEPTH, NodeId, PathId, Plan};
-use super::wire::{self, WireType};
+use super::columns::Columns;
+use super::plan::{Card, FastKind, FastTag, MAX_DEPTH, NodeId, PathId, Plan};
+use super::wire::{self, WireType, read_fixed32, read_fixed64, read_len, read_varint_inline};
 
 /// A decode error before the record index is known: the path id and what.
 #[derive(Debug)]
@@ -126,25 +126,20 @@ impl<'p> Decoding<'p> {
         // Position in `n.fast` of the field expected next.
         let mut expect = 0usize;
         while !buf.is_empty() {
-            let guess = n.fast.get(expect).filter(|fast| fast.matches(buf));
-            if let Some(fast) = guess.filter(|fast| fast.kind != FastKind::Generic) {
-                // The common case: the expected singular scalar, handled from
-                // the fast tag alone.
-                buf = &buf[usize::from(fast.len)..];
-                let index = usize::from(fast.index);
-                let first = seen[index] != stamp;
-                if first {
-                    seen[index] = stamp;
-                    *newly_seen = newly_seen.wrapping_add(1);
-                }
-                self.apply_fast(fast, first, &mut buf)
-                    .map_err(|kind| Fail {
-                        path: n.fields[index].path,
-                        kind,
-                    })?;
-                expect = fast.next as usize;
-                continue;
+            // The common case first: a run of expected singular scalars.
+            let run = fast_run(&mut self.cols, &n.fast, seen, stamp, buf, expect).map_err(
+                |(index, kind)| Fail {
+                    path: n.fields[usize::from(index)].path,
+                    kind,
+                },
+            )?;
+            buf = run.rest;
+            expect = run.expect;
+            *newly_seen = newly_seen.wrapping_add(run.newly_seen);
+            if buf.is_empty() {
+                break;
             }
+            let guess = n.fast.get(expect).filter(|fast| fast.matches(buf));
             let (index, wire) = match guess {
                 Some(fast) => {
                     buf = &buf[usize::from(fast.len)..];
@@ -234,6 +229,95 @@ impl<'p> Decoding<'p> {
         self.clear_field(node, cleared);
         Some(cleared)
     }
+}
+
+/// Where [`fast_run`] stopped.
+struct FastRun<'b> {
+    /// The bytes after the last field it decoded.
+    rest: &'b [u8],
+    /// Position in the fast table of the field expected next.
+    expect: usize,
+    /// How many fields it saw for the first time in the open row.
+    newly_seen: u32,
+}
+
+/// Decodes fields for as long as the next bytes are the tag of the field
+/// expected next and that field is a fast-path scalar (see [`FastKind`]):
+/// for flat messages whose fields come in number order, the whole record.
+/// Kept small and out of line so that its state stays in registers. Stops
+/// at anything else (an unexpected tag, a list, a nested message) and
+/// leaves it to the general loop. An error carries the field's index.
+#[inline(never)]
+fn fast_run<'b>(
+    cols: &mut Columns,
+    fast: &[FastTag],
+    seen: &mut [u32],
+    stamp: u32,
+    mut buf: &'b [u8],
+    mut expect: usize,
+) -> Result<FastRun<'b>, (u16, DecodeErrorKind)> {
+    let mut newly_seen = 0u32;
+    let (Some(fast), Some(seen)) = (fast.get(expect..), seen.get_mut(expect..)) else {
+        return Ok(FastRun {
+            rest: buf,
+            expect,
+            newly_seen,
+        });
+    };
+    // Field index = position in the fast table, so `seen` runs along.
+    for (f, seen) in fast.iter().zip(seen) {
+        if !f.matches(buf) {
+            break;
+        }
+        let mut rest = &buf[usize::from(f.len)..];
+        let first = *seen != stamp;
+        let col = f.col as usize;
+        let fail = |kind| (f.index, kind);
+        match f.kind {
+            FastKind::Generic => break,
+            FastKind::F64 => {
+                let v = f64::from_bits(read_fixed64(&mut rest).map_err(fail)?);
+                cols.f64s[col].put(v, first);
+            }
+            FastKind::I64 => {
+                let v = read_varint_inline(&mut rest).map_err(fail)? as i64;
+                cols.i64s[col].put(v, first);
+            }
+            FastKind::Utf8 => {
+                let v = read_len(&mut rest).map_err(fail)?;
+                if !v.is_ascii() && std::str::from_utf8(v).is_err() {
+                    return Err(fail(DecodeErrorKind::InvalidUtf8));
+                }
+                cols.bytes[col].put(v, first).map_err(fail)?;
+            }
+            FastKind::I32 => {
+                let v = read_varint_inline(&mut rest).map_err(fail)? as i32;
+                cols.i32s[col].put(v, first);
+            }
+            FastKind::F32 => {
+                let v = f32::from_bits(read_fixed32(&mut rest).map_err(fail)?);
+                cols.f32s[col].put(v, first);
+            }
+            FastKind::Bool => {
+                let v = read_varint_inline(&mut rest).map_err(fail)? != 0;
+                cols.bools[col].put(v, first);
+            }
+            FastKind::Binary => {
+                let v = read_len(&mut rest).map_err(fail)?;
+                cols.bytes[col].put(v, first).map_err(fail)?;
+            }
+        }
+        *seen = stamp;
+        newly_seen += u32::from(first);
+        buf = rest;
+        // Fast-path fields are singular: the next field by number follows.
+        expect += 1;
+    }
+    Ok(FastRun {
+        rest: buf,
+        expect,
+        newly_seen,
+    })
 }
 
 #[cold]

@@ -11,7 +11,7 @@ use arrow::datatypes::TimeUnit;
 
 use super::decoder::{Decoding, Fail};
 use super::error::DecodeErrorKind;
-use super::plan::{FastKind, FastTag, NodeId, PathId, unit_scale};
+use super::plan::{NodeId, PathId, unit_scale};
 use super::wire::{self, WireType, read_fixed32, read_fixed64, read_len, read_varint};
 
 /// How a 32-bit integer is encoded: `int32` or enum, `sint32`, `sfixed32`.
@@ -104,35 +104,6 @@ pub(crate) enum Op {
 }
 
 impl Decoding<'_> {
-    /// Reads one value of a fast-path field (see [`FastKind`]).
-    #[inline(always)]
-    pub(crate) fn apply_fast(
-        &mut self,
-        fast: &FastTag,
-        first: bool,
-        buf: &mut &[u8],
-    ) -> Result<(), DecodeErrorKind> {
-        let col = fast.col as usize;
-        let cols = &mut self.cols;
-        match fast.kind {
-            FastKind::F64 => cols.f64s[col].put(f64::from_bits(read_fixed64(buf)?), first),
-            FastKind::I64 => cols.i64s[col].put(read_varint(buf)? as i64, first),
-            FastKind::Utf8 => {
-                let v = read_len(buf)?;
-                if std::str::from_utf8(v).is_err() {
-                    return Err(DecodeErrorKind::InvalidUtf8);
-                }
-                cols.bytes[col].put(v, first)?;
-            }
-            FastKind::I32 => cols.i32s[col].put(read_varint(buf)? as i32, first),
-            FastKind::F32 => cols.f32s[col].put(f32::from_bits(read_fixed32(buf)?), first),
-            FastKind::Bool => cols.bools[col].put(read_varint(buf)? != 0, first),
-            FastKind::Binary => cols.bytes[col].put(read_len(buf)?, first)?,
-            FastKind::Generic => {}
-        }
-        Ok(())
-    }
-
     /// Reads one value of `op` from `buf` into its column.
     #[inline(always)]
     pub(crate) fn apply(

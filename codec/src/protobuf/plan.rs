@@ -448,25 +448,32 @@ impl Plan {
         if fields.len() >= usize::from(u16::MAX) {
             return Err(ProtoError::incompatible(prefix, "more than 65534 fields"));
         }
-        let (lookup, sparse) = lookup_tables(&numbers);
-        let mut order: Vec<usize> = (0..fields.len()).collect();
-        order.sort_by_key(|&i| numbers[i]);
-        let mut fast: Vec<FastTag> = order
-            .iter()
-            .map(|&i| FastTag::new(numbers[i], fast_wires[i], i))
+        // Fields in number order, the order encoders write them in: a
+        // field's index is also its position in the fast-tag table.
+        let mut sorted: Vec<(u32, WireType, FieldPlan)> = numbers
+            .into_iter()
+            .zip(fast_wires)
+            .zip(fields)
+            .map(|((number, wire), field)| (number, wire, field))
             .collect();
-        for (position, &i) in order.iter().enumerate() {
+        sorted.sort_by_key(|(number, ..)| *number);
+        let numbers: Vec<u32> = sorted.iter().map(|(number, ..)| *number).collect();
+        let (lookup, sparse) = lookup_tables(&numbers);
+        let mut fields = Vec::with_capacity(sorted.len());
+        let mut fast = Vec::with_capacity(sorted.len());
+        for (position, (number, fast_wire, mut field)) in sorted.into_iter().enumerate() {
             // Lists and maps repeat their tag per element, unless packed.
-            let repeats = match fields[i].card {
+            let repeats = match field.card {
                 Card::Singular => false,
                 Card::Map { .. } => true,
-                Card::Repeated { packable, .. } => !(packable && fast_wires[i] == WireType::Len),
+                Card::Repeated { packable, .. } => !(packable && fast_wire == WireType::Len),
             };
-            fields[i].next = (if repeats { position } else { position + 1 }) as u32;
-            let (kind, col) = FastKind::of(&fields[i]);
-            fast[position].kind = kind;
-            fast[position].col = col;
-            fast[position].next = fields[i].next;
+            field.next = (if repeats { position } else { position + 1 }) as u32;
+            let mut tag = FastTag::new(number, fast_wire, position);
+            (tag.kind, tag.col) = FastKind::of(&field);
+            tag.next = field.next;
+            fast.push(tag);
+            fields.push(field);
         }
         let node = &mut self.nodes[id as usize];
         node.fast = fast;
