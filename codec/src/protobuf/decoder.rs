@@ -101,9 +101,10 @@ impl<'p> Decoding<'p> {
         // reloads through `self`); nested messages use other nodes' state.
         let st = &mut self.nodes[node as usize];
         let stamp = st.stamp;
+        let fresh = st.nseen == 0;
         let mut seen = std::mem::take(&mut st.seen);
         let mut newly_seen = 0u32;
-        let result = self.parse_fields(node, buf, depth, &mut seen, stamp, &mut newly_seen);
+        let result = self.parse_fields(node, buf, depth, &mut seen, stamp, fresh, &mut newly_seen);
         let st = &mut self.nodes[node as usize];
         st.seen = seen;
         st.nseen = st.nseen.wrapping_add(newly_seen);
@@ -119,20 +120,31 @@ impl<'p> Decoding<'p> {
         depth: usize,
         seen: &mut [u32],
         stamp: u32,
+        fresh: bool,
         newly_seen: &mut u32,
     ) -> Result<(), Fail> {
         let plan = self.plan;
         let n = &plan.nodes[node as usize];
         // Position in `n.fast` of the field expected next.
         let mut expect = 0usize;
+        // One past the highest singular field seen in the open row, as long
+        // as the row was empty when this payload began (else unknown): no
+        // field at or above it has been seen yet.
+        let mut unseen_from = if fresh { 0 } else { usize::MAX };
         while !buf.is_empty() {
             // The common case first: a run of expected singular scalars.
-            let run = fast_run(&mut self.cols, &n.fast, seen, stamp, buf, expect).map_err(
-                |(index, kind)| Fail {
-                    path: n.fields[usize::from(index)].path,
-                    kind,
-                },
-            )?;
+            let run = if expect >= unseen_from {
+                fast_run::<true>(&mut self.cols, &n.fast, seen, stamp, buf, expect)
+            } else {
+                fast_run::<false>(&mut self.cols, &n.fast, seen, stamp, buf, expect)
+            }
+            .map_err(|(index, kind)| Fail {
+                path: n.fields[usize::from(index)].path,
+                kind,
+            })?;
+            if unseen_from != usize::MAX {
+                unseen_from = unseen_from.max(run.expect);
+            }
             buf = run.rest;
             expect = run.expect;
             *newly_seen = newly_seen.wrapping_add(run.newly_seen);
@@ -166,6 +178,9 @@ impl<'p> Decoding<'p> {
                 Card::Singular => {
                     if wire != f.wire {
                         return Err(wrong_wire(f.path, f.wire, wire));
+                    }
+                    if unseen_from != usize::MAX {
+                        unseen_from = unseen_from.max(index + 1);
                     }
                     let first = seen[index] != stamp;
                     if first {
@@ -247,8 +262,11 @@ struct FastRun<'b> {
 /// Kept small and out of line so that its state stays in registers. Stops
 /// at anything else (an unexpected tag, a list, a nested message) and
 /// leaves it to the general loop. An error carries the field's index.
+///
+/// `UNSEEN`: the caller knows that no field from `expect` on has been seen
+/// in the open row, so each is a first occurrence (appended, no check).
 #[inline(never)]
-fn fast_run<'b>(
+fn fast_run<'b, const UNSEEN: bool>(
     cols: &mut Columns,
     fast: &[FastTag],
     seen: &mut [u32],
@@ -270,7 +288,7 @@ fn fast_run<'b>(
             break;
         }
         let mut rest = &buf[usize::from(f.len)..];
-        let first = *seen != stamp;
+        let first = UNSEEN || *seen != stamp;
         let col = f.col as usize;
         let fail = |kind| (f.index, kind);
         match f.kind {
