@@ -11,9 +11,9 @@
 //! with its default or null, ends list and map rows, and closes open child
 //! rows. Nothing is allocated per record: stamps are compared, not cleared.
 
+use super::columns::Columns;
 use super::error::{DecodeErrorKind, ProtoError};
 use super::ops::Op;
-use super::columns::Columns;
 use super::plan::{Card, FastKind, FastTag, MAX_DEPTH, NodeId, PathId, Plan};
 use super::wire::{self, WireType, read_fixed32, read_fixed64, read_len, read_varint_inline};
 
@@ -283,8 +283,14 @@ fn fast_run<'b, const UNSEEN: bool>(
         });
     };
     // Field index = position in the fast table, so `seen` runs along.
-    for (f, seen) in fast.iter().zip(seen) {
+    for (k, (f, seen)) in fast.iter().zip(seen).enumerate() {
         if !f.matches(buf) {
+            // An absent field (proto3 leaves out zeros, empty strings and
+            // false) is skipped when the one after it is next.
+            if fast.get(k + 1).is_some_and(|next| next.matches(buf)) {
+                expect += 1;
+                continue;
+            }
             break;
         }
         let mut rest = &buf[usize::from(f.len)..];

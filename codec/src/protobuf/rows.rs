@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 
 use super::decoder::{Decoding, Fail};
 use super::error::DecodeErrorKind;
-use super::plan::{Absent, Card, NodeId, Shape};
+use super::plan::{Absent, Card, Node, NodeId, Shape};
 
 impl Decoding<'_> {
     /// Opens a new row of `node`: no field seen yet.
@@ -32,43 +32,50 @@ impl Decoding<'_> {
     pub(crate) fn close_row(&mut self, node: NodeId) -> Result<(), Fail> {
         let plan = self.plan;
         let n = &plan.nodes[node as usize];
-        if n.close_always || self.nodes[node as usize].nseen != n.n_singular {
-            for (index, f) in n.fields.iter().enumerate() {
-                let at = |kind| Fail { path: f.path, kind };
-                match f.card {
-                    Card::Singular => {
-                        let st = &self.nodes[node as usize];
-                        if st.seen[index] == st.stamp {
-                            if let Shape::Struct(child) = f.shape {
-                                self.close_row(child)?;
-                            }
-                            continue;
-                        }
-                        match f.absent {
-                            Absent::Default => self.push_default(&f.op, f.path)?,
-                            Absent::Null => self.push_absent(&f.shape, true),
-                            Absent::Required => return Err(at(DecodeErrorKind::MissingRequired)),
-                            Absent::NonNullable => {
-                                return Err(at(DecodeErrorKind::MissingNonNullable));
-                            }
-                        }
+        let st = &mut self.nodes[node as usize];
+        if n.close_always || st.nseen != n.n_singular {
+            // The stamps leave `self` while the fields are visited (child
+            // levels have state of their own).
+            let stamp = st.stamp;
+            let seen = std::mem::take(&mut st.seen);
+            let closed = self.close_fields(n, &seen, stamp);
+            self.nodes[node as usize].seen = seen;
+            closed?;
+        }
+        self.nodes[node as usize].rows += 1;
+        Ok(())
+    }
+
+    /// The field work of [`close_row`](Self::close_row).
+    fn close_fields(&mut self, n: &Node, seen: &[u32], stamp: u32) -> Result<(), Fail> {
+        for (f, &seen) in n.fields.iter().zip(seen) {
+            let at = |kind| Fail { path: f.path, kind };
+            match f.card {
+                Card::Singular if seen == stamp => {
+                    if let Shape::Struct(child) = f.shape {
+                        self.close_row(child)?;
                     }
-                    Card::Repeated { list, .. } => {
-                        let Shape::List { elem, .. } = &f.shape else {
-                            continue;
-                        };
-                        let end = self.shape_len(elem);
-                        self.cols.lists[list as usize].push(end).map_err(at)?;
-                    }
-                    Card::Map { map, entry } => {
-                        let end = self.nodes[entry as usize].rows;
-                        self.dedupe_map(map, entry, end);
-                        self.cols.maps[map as usize].offsets.push(end).map_err(at)?;
-                    }
+                }
+                Card::Singular => match f.absent {
+                    Absent::Default => self.push_default(&f.op, f.path)?,
+                    Absent::Null => self.push_absent(&f.shape, true),
+                    Absent::Required => return Err(at(DecodeErrorKind::MissingRequired)),
+                    Absent::NonNullable => return Err(at(DecodeErrorKind::MissingNonNullable)),
+                },
+                Card::Repeated { list, .. } => {
+                    let Shape::List { elem, .. } = &f.shape else {
+                        continue;
+                    };
+                    let end = self.shape_len(elem);
+                    self.cols.lists[list as usize].push(end).map_err(at)?;
+                }
+                Card::Map { map, entry } => {
+                    let end = self.nodes[entry as usize].rows;
+                    self.dedupe_map(map, entry, end);
+                    self.cols.maps[map as usize].offsets.push(end).map_err(at)?;
                 }
             }
         }
-        self.nodes[node as usize].rows += 1;
         Ok(())
     }
 
