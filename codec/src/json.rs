@@ -23,7 +23,7 @@
 //! assert_eq!(batch.num_rows(), 2);
 //! let err = decode_json(b"[{\"id\": 1}, {\"id\": 2, \"x\": 0}]", table).unwrap_err();
 //! assert_eq!(err.to_string(), "record 1: unknown field \"x\"");
-//! # Ok::<(), weir_codec::json::JsonError>(())
+//! # Ok::<(), weir_codec::Error>(())
 //! ```
 
 use std::sync::Arc;
@@ -34,94 +34,18 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow_json::ReaderBuilder;
 
-/// What can go wrong decoding JSON records.
-#[derive(Debug, thiserror::Error)]
-pub enum JsonError {
-    /// The input is neither JSON values separated by whitespace nor one
-    /// array of them (e.g. an unterminated string or object).
-    #[error("record {record}: malformed JSON: {message}")]
-    Syntax {
-        /// Index of the record, from 0.
-        record: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// A record has a key that is not a column of the table.
-    #[error("record {record}: unknown field {field:?}")]
-    UnknownField {
-        /// Index of the record, from 0.
-        record: usize,
-        /// The key.
-        field: String,
-    },
-    /// A non-nullable column is missing or null in a record.
-    #[error("record {record}: column {column:?}: missing value for a non-nullable column")]
-    MissingValue {
-        /// Index of the record, from 0.
-        record: usize,
-        /// The column.
-        column: String,
-    },
-    /// A value does not fit its column (type, range, format).
-    #[error("record {record}: column {column:?}: {message}")]
-    Column {
-        /// Index of the record, from 0.
-        record: usize,
-        /// The column (for nested columns, the top-level one).
-        column: String,
-        /// What is wrong, as Arrow reports it.
-        message: String,
-    },
-    /// A record is bad in another way Arrow reports (e.g. not an object).
-    #[error("record {record}: {message}")]
-    Record {
-        /// Index of the record, from 0.
-        record: usize,
-        /// What is wrong, as Arrow reports it.
-        message: String,
-    },
-    /// The table schema cannot be read from JSON, or Arrow failed where the
-    /// records alone succeeded: not the caller's fault.
-    #[error("internal error decoding JSON: {0}")]
-    Arrow(#[from] ArrowError),
-}
-
-impl JsonError {
-    /// True when the input is at fault (`INVALID_ARGUMENT`).
-    pub fn is_caller_fault(&self) -> bool {
-        match self {
-            JsonError::Syntax { .. }
-            | JsonError::UnknownField { .. }
-            | JsonError::MissingValue { .. }
-            | JsonError::Column { .. }
-            | JsonError::Record { .. } => true,
-            JsonError::Arrow(_) => false,
-        }
-    }
-
-    /// The index of the bad record, if the error is about one.
-    pub fn record_index(&self) -> Option<usize> {
-        match self {
-            JsonError::Syntax { record, .. }
-            | JsonError::UnknownField { record, .. }
-            | JsonError::MissingValue { record, .. }
-            | JsonError::Column { record, .. }
-            | JsonError::Record { record, .. } => Some(*record),
-            JsonError::Arrow(_) => None,
-        }
-    }
-}
+use crate::error::{Error, RecordProblem, Result};
 
 /// Decodes newline-delimited JSON objects, or one JSON array of objects,
 /// into one batch in `table`'s schema. No partial output on error.
-pub fn decode_json(bytes: &[u8], table: SchemaRef) -> Result<RecordBatch, JsonError> {
+pub fn decode_json(bytes: &[u8], table: SchemaRef) -> Result<RecordBatch> {
     let records = split_records(bytes)?;
     if records.is_empty() {
         return Ok(RecordBatch::new_empty(table));
     }
     match decode_records(&records, &table) {
         Ok(batch) => Ok(batch),
-        Err(err) => Err(find_bad_record(&records, &table).unwrap_or(JsonError::Arrow(err))),
+        Err(err) => Err(find_bad_record(&records, &table).unwrap_or(Error::Arrow(err))),
     }
 }
 
@@ -210,42 +134,45 @@ fn reading_schema(table: &SchemaRef) -> SchemaRef {
 
 /// Decodes the records one at a time and returns the first one's error.
 #[cold]
-fn find_bad_record(records: &[&[u8]], table: &SchemaRef) -> Option<JsonError> {
+fn find_bad_record(records: &[&[u8]], table: &SchemaRef) -> Option<Error> {
     records.iter().enumerate().find_map(|(record, bytes)| {
         let err = decode_records(&[bytes], table).err()?;
         Some(classify(record, err))
     })
 }
 
-/// Turns arrow-json's message for one record into a [`JsonError`].
-fn classify(record: usize, err: ArrowError) -> JsonError {
+/// Turns arrow-json's message for one record into an [`Error::Record`].
+fn classify(record: usize, err: ArrowError) -> Error {
     let message = match err {
         ArrowError::JsonError(m) => m,
         other => other.to_string(),
     };
     if let Some(field) = between(&message, "column '", "' missing from schema") {
-        return JsonError::UnknownField {
-            record,
-            field: field.to_owned(),
-        };
+        return bad(record, RecordProblem::UnknownField(field.to_owned()));
     }
     if message.contains("unmasked nulls in non-nullable") {
         // "... StructArray child: Field { \"id\": Int64 }" (arrow-schema's Display).
         let column = between(&message, "Field { \"", "\":")
             .unwrap_or("")
             .to_owned();
-        return JsonError::MissingValue { record, column };
+        return bad(record, RecordProblem::MissingValue { column });
     }
     if let Some(rest) = message.strip_prefix("whilst decoding field '")
         && let Some((column, detail)) = rest.split_once("': ")
     {
-        return JsonError::Column {
+        return bad(
             record,
-            column: column.to_owned(),
-            message: detail.to_owned(),
-        };
+            RecordProblem::BadValue {
+                column: column.to_owned(),
+                message: detail.to_owned(),
+            },
+        );
     }
-    JsonError::Record { record, message }
+    bad(record, RecordProblem::BadJson(message))
+}
+
+fn bad(record: usize, problem: RecordProblem) -> Error {
+    Error::Record { record, problem }
 }
 
 fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -257,7 +184,7 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
 /// Splits the input into top-level JSON values without parsing them: a
 /// whitespace-separated stream, or the elements of one top-level array.
 /// Only brackets, braces and strings (with escapes) are tracked.
-fn split_records(bytes: &[u8]) -> Result<Vec<&[u8]>, JsonError> {
+fn split_records(bytes: &[u8]) -> Result<Vec<&[u8]>> {
     let mut records = Vec::new();
     let mut pos = skip_ws(bytes, 0);
     if bytes.get(pos) == Some(&b'[') {
@@ -289,7 +216,7 @@ fn split_records(bytes: &[u8]) -> Result<Vec<&[u8]>, JsonError> {
     Ok(records)
 }
 
-fn trailing(bytes: &[u8], pos: usize, record: usize) -> Result<(), JsonError> {
+fn trailing(bytes: &[u8], pos: usize, record: usize) -> Result<()> {
     if skip_ws(bytes, pos) == bytes.len() {
         Ok(())
     } else {
@@ -306,7 +233,7 @@ fn skip_ws(bytes: &[u8], mut pos: usize) -> usize {
 
 /// The end (exclusive) of the JSON value starting at `start`; `start`
 /// itself if a delimiter stands there.
-fn value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize, JsonError> {
+fn value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize> {
     let mut depth = 0usize;
     let mut pos = start;
     while pos < bytes.len() {
@@ -340,7 +267,7 @@ fn value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize, JsonErr
 }
 
 /// Like [`value_end`], but an empty value (a stray `,`, `]` or `}`) is an error.
-fn nonempty_value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize, JsonError> {
+fn nonempty_value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize> {
     match value_end(bytes, start, record)? {
         end if end == start => Err(syntax(record, "expected a JSON value")),
         end => Ok(end),
@@ -360,11 +287,8 @@ fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
     None
 }
 
-fn syntax(record: usize, message: &str) -> JsonError {
-    JsonError::Syntax {
-        record,
-        message: message.to_owned(),
-    }
+fn syntax(record: usize, message: &str) -> Error {
+    bad(record, RecordProblem::MalformedJson(message.to_owned()))
 }
 
 #[cfg(test)]
@@ -451,7 +375,13 @@ mod tests {
         );
         let err = decode_json(b"{\"id\": null}", table()).unwrap_err();
         assert!(
-            matches!(err, JsonError::MissingValue { record: 0, .. }),
+            matches!(
+                err,
+                Error::Record {
+                    record: 0,
+                    problem: RecordProblem::MissingValue { .. }
+                }
+            ),
             "{err}"
         );
     }
@@ -460,13 +390,13 @@ mod tests {
     fn bad_values_name_record_and_column() {
         let err = decode_json(b"{\"id\": 1}\n{\"id\": \"seven\"}", table()).unwrap_err();
         assert!(
-            matches!(&err, JsonError::Column { record: 1, column, .. } if column == "id"),
+            matches!(&err, Error::Record { record: 1, problem: RecordProblem::BadValue { column, .. } } if column == "id"),
             "{err}"
         );
         let err =
             decode_json(b"{\"id\": 1}\n{\"id\": 2, \"ts\": \"yesterday\"}", table()).unwrap_err();
         assert!(
-            matches!(&err, JsonError::Column { record: 1, column, .. } if column == "ts"),
+            matches!(&err, Error::Record { record: 1, problem: RecordProblem::BadValue { column, .. } } if column == "ts"),
             "{err}"
         );
     }
@@ -479,9 +409,27 @@ mod tests {
             "record 1: malformed JSON: unterminated string"
         );
         let err = decode_json(b"[{\"id\": 1} {\"id\": 2}]", table()).unwrap_err();
-        assert!(matches!(err, JsonError::Syntax { record: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Record {
+                    record: 1,
+                    problem: RecordProblem::MalformedJson(_)
+                }
+            ),
+            "{err}"
+        );
         let err = decode_json(b"[{\"id\": 1}] x", table()).unwrap_err();
-        assert!(matches!(err, JsonError::Syntax { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Record {
+                    problem: RecordProblem::MalformedJson(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = decode_json(b"{\"id\": 1}\n{\"id\" 2}", table()).unwrap_err();
         assert_eq!(err.record_index(), Some(1), "{err}");
         let err = decode_json(b"{\"id\": 1}\n42", table()).unwrap_err();

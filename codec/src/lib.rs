@@ -36,4 +36,4 @@ pub mod json;
 pub mod protobuf;
 
 pub use conform::conform;
-pub use error::{Error, Result};
+pub use error::{Error, RecordProblem, Result};

@@ -29,10 +29,10 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use base64::Engine as _;
 use serde::Deserialize;
-use weir_codec::json::{JsonError, decode_json};
+use weir_codec::json::decode_json;
 use weir_codec::protobuf::{
-    ProtoDecoder, ProtoError, descriptor_from_descriptor_proto,
-    descriptor_from_file_descriptor_set, descriptor_from_proto_source,
+    ProtoDecoder, descriptor_from_descriptor_proto, descriptor_from_file_descriptor_set,
+    descriptor_from_proto_source,
 };
 use weir_provider::Table;
 
@@ -113,9 +113,9 @@ impl RecordsHeader {
                         ));
                     }
                 }
-                .map_err(|e| proto_error(table, e))?;
+                .map_err(|e| decode_error(table, e))?;
                 let decoder =
-                    ProtoDecoder::new(descriptor, schema).map_err(|e| proto_error(table, e))?;
+                    ProtoDecoder::new(descriptor, schema).map_err(|e| decode_error(table, e))?;
                 Ok(RecordDecoder::Protobuf(Box::new(decoder)))
             }
         }
@@ -127,13 +127,13 @@ impl RecordDecoder {
     pub fn decode(&self, table: &Table, body: &[u8]) -> Result<RecordBatch> {
         match self {
             RecordDecoder::Json(schema) => {
-                decode_json(body, Arc::clone(schema)).map_err(|e| json_error(table, e))
+                decode_json(body, Arc::clone(schema)).map_err(|e| decode_error(table, e))
             }
             RecordDecoder::Protobuf(decoder) => {
                 let records = split_delimited(body)?;
                 decoder
                     .decode(records.iter().copied())
-                    .map_err(|e| proto_error(table, e))
+                    .map_err(|e| decode_error(table, e))
             }
         }
     }
@@ -177,18 +177,11 @@ fn base64_field(name: &str, text: &str) -> Result<Vec<u8>> {
         .map_err(|e| Error::BadRequest(format!("{name} is not valid base64: {e}")))
 }
 
-fn proto_error(table: &Table, e: ProtoError) -> Error {
-    decode_error(table, e.is_caller_fault(), &e)
-}
-
-fn json_error(table: &Table, e: JsonError) -> Error {
-    decode_error(table, e.is_caller_fault(), &e)
-}
-
-/// The caller's bad records, or weir's own failure decoding them.
-fn decode_error(table: &Table, caller_fault: bool, e: &dyn std::fmt::Display) -> Error {
+/// The caller's bad records or descriptor, or weir's own failure decoding
+/// them.
+fn decode_error(table: &Table, e: weir_codec::Error) -> Error {
     let message = format!("table {:?}: {e}", table.name());
-    if caller_fault {
+    if e.is_caller_fault() {
         Error::BadRequest(message)
     } else {
         Error::Internal(message)

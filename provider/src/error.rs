@@ -65,8 +65,8 @@ impl Error {
             Error::InvalidTableName { .. }
             | Error::TableNotFound { .. }
             | Error::TableExists { .. }
-            | Error::UnsupportedType { .. }
-            | Error::Rows { .. } => true,
+            | Error::UnsupportedType { .. } => true,
+            Error::Rows { source, .. } => source.is_caller_fault(),
             Error::Wal(_)
             | Error::MalformedEntry { .. }
             | Error::Delta { .. }

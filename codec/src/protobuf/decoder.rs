@@ -12,10 +12,11 @@
 //! rows. Nothing is allocated per record: stamps are compared, not cleared.
 
 use super::columns::Columns;
-use super::error::{DecodeErrorKind, ProtoError};
+use super::error::DecodeErrorKind;
 use super::ops::Op;
 use super::plan::{Card, FastKind, FastTag, MAX_DEPTH, NodeId, PathId, Plan};
 use super::wire::{self, WireType, read_fixed32, read_fixed64, read_len, read_varint_inline};
+use crate::error::{Error, RecordProblem};
 
 /// A decode error before the record index is known: the path id and what.
 #[derive(Debug)]
@@ -72,14 +73,16 @@ impl<'p> Decoding<'p> {
     }
 
     /// Decodes one record as one row of the root level.
-    pub fn record(&mut self, index: usize, bytes: &[u8]) -> Result<(), ProtoError> {
+    pub fn record(&mut self, index: usize, bytes: &[u8]) -> Result<(), Error> {
         self.open_row(0);
         self.parse_message(0, bytes, 0)
             .and_then(|()| self.close_row(0))
-            .map_err(|f| ProtoError::Decode {
+            .map_err(|f| Error::Record {
                 record: index,
-                path: self.plan.paths[f.path as usize].to_string(),
-                kind: f.kind,
+                problem: RecordProblem::Protobuf {
+                    path: self.plan.paths[f.path as usize].to_string(),
+                    kind: f.kind,
+                },
             })
     }
 

@@ -17,7 +17,7 @@ use prost::Message as _;
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 use prost_types::{DescriptorProto, FileDescriptorProto};
 
-use super::error::{ProtoError, Result};
+use crate::error::{Error, Result};
 
 /// The file name given to a lone `DescriptorProto` or a `.proto` source.
 const SYNTHETIC_FILE: &str = "weir_record.proto";
@@ -30,12 +30,12 @@ const SYNTHETIC_FILE: &str = "weir_record.proto";
 /// field has presence, so an absent field decodes as null, as Zerobus does.
 pub fn descriptor_from_descriptor_proto(bytes: &[u8]) -> Result<MessageDescriptor> {
     let message = DescriptorProto::decode(bytes)
-        .map_err(|e| ProtoError::Descriptor(format!("DescriptorProto: {e}")))?;
+        .map_err(|e| Error::Descriptor(format!("DescriptorProto: {e}")))?;
     let root = message
         .name
         .clone()
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| ProtoError::Descriptor("DescriptorProto has no name".into()))?;
+        .ok_or_else(|| Error::Descriptor("DescriptorProto has no name".into()))?;
 
     let mut type_names = Vec::new();
     collect_type_names(&message, &mut type_names);
@@ -59,14 +59,14 @@ pub fn descriptor_from_descriptor_proto(bytes: &[u8]) -> Result<MessageDescripto
     };
     let mut pool = DescriptorPool::global();
     pool.add_file_descriptor_proto(file)
-        .map_err(|e| ProtoError::Descriptor(e.to_string()))?;
+        .map_err(|e| Error::Descriptor(e.to_string()))?;
     let full_name = if package.is_empty() {
         root
     } else {
         format!("{package}.{root}")
     };
     pool.get_message_by_name(&full_name)
-        .ok_or(ProtoError::MessageNotFound(full_name))
+        .ok_or(Error::MessageNotFound(full_name))
 }
 
 /// Builds a descriptor from a serialized `FileDescriptorSet` and the name of
@@ -77,7 +77,7 @@ pub fn descriptor_from_file_descriptor_set(
 ) -> Result<MessageDescriptor> {
     let mut pool = DescriptorPool::global();
     pool.decode_file_descriptor_set(bytes)
-        .map_err(|e| ProtoError::Descriptor(e.to_string()))?;
+        .map_err(|e| Error::Descriptor(e.to_string()))?;
     find_message(&pool, message)
 }
 
@@ -93,7 +93,7 @@ pub fn descriptor_from_proto_source(source: &str, message: &str) -> Result<Messa
     compiler.include_imports(true);
     compiler
         .open_file(SYNTHETIC_FILE)
-        .map_err(|e| ProtoError::Descriptor(e.to_string()))?;
+        .map_err(|e| Error::Descriptor(e.to_string()))?;
     find_message(&compiler.descriptor_pool(), message)
 }
 
@@ -124,7 +124,7 @@ fn find_message(pool: &DescriptorPool, name: &str) -> Result<MessageDescriptor> 
         .filter(|m| m.name() == name && !m.package_name().starts_with("google.protobuf"));
     match (candidates.next(), candidates.next()) {
         (Some(found), None) => Ok(found),
-        _ => Err(ProtoError::MessageNotFound(name.to_owned())),
+        _ => Err(Error::MessageNotFound(name.to_owned())),
     }
 }
 
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn from_source_errors() {
         let err = descriptor_from_proto_source("syntax = \"proto3\"; message {", "X").unwrap_err();
-        assert!(matches!(err, ProtoError::Descriptor(_)), "{err}");
+        assert!(matches!(err, Error::Descriptor(_)), "{err}");
         let err = descriptor_from_proto_source(SOURCE, "Nope").unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -234,7 +234,7 @@ mod tests {
         let again = descriptor_from_file_descriptor_set(&bytes, ".acme.v1.Reading").unwrap();
         assert_eq!(again.fields().len(), 3);
         let err = descriptor_from_file_descriptor_set(b"\xff\xff", "X").unwrap_err();
-        assert!(matches!(err, ProtoError::Descriptor(_)), "{err}");
+        assert!(matches!(err, Error::Descriptor(_)), "{err}");
     }
 
     #[test]

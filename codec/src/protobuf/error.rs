@@ -1,94 +1,10 @@
-//! Errors of the protobuf decoder.
-//!
-//! Two families, told apart by [`ProtoError::is_caller_fault`]:
-//!
-//! * **The caller's fault** (a gRPC `INVALID_ARGUMENT`): a descriptor that does
-//!   not parse or does not fit the table ([`ProtoError::Descriptor`],
-//!   [`ProtoError::MessageNotFound`], [`ProtoError::Incompatible`]), and a
-//!   record that does not decode ([`ProtoError::Decode`], which names the
-//!   record index and the protobuf field path).
-//! * **A broken invariant** ([`ProtoError::Arrow`]): the decoder built arrays
-//!   that Arrow refused. That is a bug in weir, never in the input.
+//! What can be wrong with a protobuf record ([`DecodeErrorKind`]); the
+//! crate's [`Error::Record`](crate::Error::Record) adds the record index
+//! and the field path.
 
 use std::fmt;
 
-use arrow::error::ArrowError;
-
 use super::wire::WireType;
-
-/// A `Result` whose error is a [`ProtoError`].
-pub type Result<T, E = ProtoError> = std::result::Result<T, E>;
-
-/// Everything that can go wrong turning descriptors and records into Arrow.
-#[derive(Debug, thiserror::Error)]
-pub enum ProtoError {
-    /// The descriptor bytes or `.proto` source could not be parsed or linked.
-    #[error("invalid protobuf descriptor: {0}")]
-    Descriptor(String),
-    /// The descriptor does not define the requested message.
-    #[error("message {0:?} not found in the descriptor")]
-    MessageNotFound(String),
-    /// A descriptor field (or a table column) does not fit the table.
-    /// `path` is the protobuf field path (`.meta.ts`) or the column name.
-    #[error("field {path}: {reason}")]
-    Incompatible {
-        /// Field path such as `.meta.ts`.
-        path: String,
-        /// What does not fit.
-        reason: String,
-    },
-    /// A record could not be decoded. Nothing of the batch is returned.
-    #[error("record {record}: {}{kind}", field_prefix(path))]
-    Decode {
-        /// Index of the record in the batch, from 0.
-        record: usize,
-        /// Field path such as `.meta.ts`; empty when the error is in the
-        /// framing of the top-level message itself.
-        path: String,
-        /// What is wrong.
-        kind: DecodeErrorKind,
-    },
-    /// Arrow refused arrays the decoder built: a bug in weir, not bad input.
-    #[error("internal error building Arrow arrays: {0}")]
-    Arrow(#[from] ArrowError),
-}
-
-fn field_prefix(path: &str) -> String {
-    if path.is_empty() {
-        String::new()
-    } else {
-        format!("field {path}: ")
-    }
-}
-
-impl ProtoError {
-    /// True when the request (descriptor or record) is at fault and the
-    /// caller should be told `INVALID_ARGUMENT`; false for a broken invariant.
-    pub fn is_caller_fault(&self) -> bool {
-        match self {
-            ProtoError::Descriptor(_)
-            | ProtoError::MessageNotFound(_)
-            | ProtoError::Incompatible { .. }
-            | ProtoError::Decode { .. } => true,
-            ProtoError::Arrow(_) => false,
-        }
-    }
-
-    /// The index of the bad record, for decode errors.
-    pub fn record_index(&self) -> Option<usize> {
-        match self {
-            ProtoError::Decode { record, .. } => Some(*record),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn incompatible(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        ProtoError::Incompatible {
-            path: path.into(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// What is wrong with a record, without the record index and field path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,8 +24,8 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::columns::{MapCol, Prim};
 use super::decoder::Decoding;
-use super::error::Result;
 use super::plan::{NodeId, Shape};
+use crate::error::{Error, Result};
 
 impl Decoding<'_> {
     /// Builds the batch from everything decoded, in the table's schema.
@@ -248,7 +248,7 @@ fn take<T: arrow::datatypes::ArrowNativeType>(v: &mut Vec<T>) -> ScalarBuffer<T>
     ScalarBuffer::from(std::mem::take(v))
 }
 
-fn invariant(what: &str) -> super::error::ProtoError {
+fn invariant(what: &str) -> Error {
     ArrowError::InvalidArgumentError(format!("protobuf decoder: {what}")).into()
 }
 

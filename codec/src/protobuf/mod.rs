@@ -40,7 +40,7 @@
 //! let record: &[u8] = &[0x0a, 2, b't', b'1', 0x11, 0, 0, 0, 0, 0, 0x80, 0x35, 0x40];
 //! let batch = decoder.decode([record])?;
 //! assert_eq!(batch.num_rows(), 1);
-//! # Ok::<(), weir_codec::protobuf::ProtoError>(())
+//! # Ok::<(), weir_codec::Error>(())
 //! ```
 
 mod columns;
@@ -59,6 +59,8 @@ mod wire;
 mod tests;
 
 use arrow::datatypes::SchemaRef;
+
+use crate::error::Result;
 use arrow::record_batch::RecordBatch;
 use prost_reflect::MessageDescriptor;
 
@@ -66,7 +68,7 @@ pub use descriptor::{
     descriptor_from_descriptor_proto, descriptor_from_file_descriptor_set,
     descriptor_from_proto_source,
 };
-pub use error::{DecodeErrorKind, ProtoError, Result};
+pub use error::DecodeErrorKind;
 pub use plan::MAX_DEPTH;
 pub use schema::arrow_schema_for;
 pub use wire::WireType;

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit};
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 
-use super::error::{ProtoError, Result};
 use super::ops::{Op, Src32, Src64};
 use super::schema::{WellKnown, well_known};
 use super::wire::WireType;
+use crate::error::{Error, Result};
 
 /// Deepest message nesting the decoder accepts (also the deepest table).
 pub const MAX_DEPTH: usize = 64;
@@ -381,7 +381,7 @@ impl Plan {
         depth: usize,
     ) -> Result<NodeId> {
         if depth > MAX_DEPTH {
-            return Err(ProtoError::incompatible(
+            return Err(Error::incompatible_field(
                 prefix,
                 format!("nested deeper than {MAX_DEPTH}"),
             ));
@@ -412,7 +412,7 @@ impl Plan {
         for (column, bound) in table.iter().zip(bindings) {
             let Some(fd) = bound else {
                 if !column.is_nullable() {
-                    return Err(ProtoError::incompatible(
+                    return Err(Error::incompatible_field(
                         format!("{prefix}.{}", column.name()),
                         "column is not nullable but the descriptor has no such field",
                     ));
@@ -446,7 +446,7 @@ impl Plan {
             fields.push(plan);
         }
         if fields.len() >= usize::from(u16::MAX) {
-            return Err(ProtoError::incompatible(prefix, "more than 65534 fields"));
+            return Err(Error::incompatible_field(prefix, "more than 65534 fields"));
         }
         // Fields in number order, the order encoders write them in: a
         // field's index is also its position in the fast-tag table.
@@ -501,7 +501,7 @@ impl Plan {
         depth: usize,
     ) -> Result<FieldPlan> {
         if fd.is_group() {
-            return Err(ProtoError::incompatible(path, "groups are not supported"));
+            return Err(Error::incompatible_field(path, "groups are not supported"));
         }
         let path_id = self.path(path);
         if fd.is_map() {
@@ -778,7 +778,7 @@ fn bind_by_name(
         });
         if let Some(i) = found {
             if used[i] {
-                return Err(ProtoError::incompatible(
+                return Err(Error::incompatible_field(
                     format!("{prefix}.{}", all[i].name()),
                     "bound to two table columns that differ only in case",
                 ));
@@ -788,7 +788,7 @@ fn bind_by_name(
         bindings.push(found.map(|i| all[i].clone()));
     }
     if let Some(i) = used.iter().position(|u| !u) {
-        return Err(ProtoError::incompatible(
+        return Err(Error::incompatible_field(
             format!("{prefix}.{}", all[i].name()),
             "the table has no column of this name",
         ));
@@ -822,8 +822,8 @@ fn bump(counter: &mut u32) -> u32 {
     *counter - 1
 }
 
-fn mismatch(path: &str, proto: &str, dt: &DataType) -> ProtoError {
-    ProtoError::incompatible(
+fn mismatch(path: &str, proto: &str, dt: &DataType) -> Error {
+    Error::incompatible_field(
         path,
         format!("protobuf {proto} cannot be stored in a column of type {dt}"),
     )

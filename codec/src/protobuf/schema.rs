@@ -25,7 +25,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 
-use super::error::{ProtoError, Result};
+use crate::error::{Error, Result};
 
 /// Name of list elements in the natural schema (as Delta and Parquet name them).
 pub const LIST_ELEMENT: &str = "element";
@@ -85,11 +85,11 @@ fn message_fields(
 
 fn field_type(field: &FieldDescriptor, path: &str, stack: &mut Vec<String>) -> Result<DataType> {
     if field.is_group() {
-        return Err(ProtoError::incompatible(path, "groups are not supported"));
+        return Err(Error::incompatible_field(path, "groups are not supported"));
     }
     if field.is_map() {
         let Kind::Message(entry) = field.kind() else {
-            return Err(ProtoError::incompatible(
+            return Err(Error::incompatible_field(
                 path,
                 "map field without an entry message",
             ));
@@ -136,7 +136,7 @@ fn value_type(kind: &Kind, path: &str, stack: &mut Vec<String>) -> Result<DataTy
             None => {
                 let name = message.full_name().to_owned();
                 if stack.contains(&name) {
-                    return Err(ProtoError::incompatible(
+                    return Err(Error::incompatible_field(
                         path,
                         format!("recursive message type {name} has no finite Arrow schema"),
                     ));

@@ -12,7 +12,8 @@ use arrow::datatypes::{
 use prost_reflect::MessageDescriptor;
 
 use super::support::Rec;
-use crate::protobuf::{ProtoDecoder, ProtoError, descriptor_from_proto_source};
+use crate::Error;
+use crate::protobuf::{ProtoDecoder, descriptor_from_proto_source};
 
 const TYPES: &str = r#"
 syntax = "proto3";
@@ -156,7 +157,7 @@ fn timestamp_occurring_twice_is_merged() {
 
 fn incompatible(table: SchemaRef) -> String {
     let err = ProtoDecoder::new(message(), table).unwrap_err();
-    assert!(matches!(err, ProtoError::Incompatible { .. }), "{err}");
+    assert!(matches!(err, Error::IncompatibleField { .. }), "{err}");
     assert!(err.is_caller_fault());
     err.to_string()
 }
