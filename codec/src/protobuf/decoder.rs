@@ -300,16 +300,31 @@ fn fast_run<'b, const UNSEEN: bool>(
         let first = UNSEEN || *seen != stamp;
         let col = f.col as usize;
         let fail = |kind| (f.index, kind);
+        // Doubles and integers, the commonest telemetry types, each take a
+        // branch and a loop edge of their own ahead of the jump table: the
+        // branch predictor learns the pattern of branches along a record's
+        // fields better than it predicts one indirect jump per field
+        // (measured: NEOWISE rows decode about a tenth faster).
+        if f.kind == FastKind::F64 {
+            let v = f64::from_bits(read_fixed64(&mut rest).map_err(fail)?);
+            cols.f64s[col].put(v, first);
+            (buf, expect) = (rest, expect + 1);
+            *seen = stamp;
+            newly_seen += u32::from(first);
+            continue;
+        }
+        if f.kind == FastKind::I64 {
+            let v = read_varint_inline(&mut rest).map_err(fail)? as i64;
+            cols.i64s[col].put(v, first);
+            (buf, expect) = (rest, expect + 1);
+            *seen = stamp;
+            newly_seen += u32::from(first);
+            continue;
+        }
         match f.kind {
             FastKind::Generic => break,
-            FastKind::F64 => {
-                let v = f64::from_bits(read_fixed64(&mut rest).map_err(fail)?);
-                cols.f64s[col].put(v, first);
-            }
-            FastKind::I64 => {
-                let v = read_varint_inline(&mut rest).map_err(fail)? as i64;
-                cols.i64s[col].put(v, first);
-            }
+            // Handled above.
+            FastKind::F64 | FastKind::I64 => {}
             FastKind::Utf8 => {
                 let v = read_len(&mut rest).map_err(fail)?;
                 if !v.is_ascii() && std::str::from_utf8(v).is_err() {
@@ -334,11 +349,10 @@ fn fast_run<'b, const UNSEEN: bool>(
                 cols.bytes[col].put(v, first).map_err(fail)?;
             }
         }
+        // Fast-path fields are singular: the next field by number follows.
+        (buf, expect) = (rest, expect + 1);
         *seen = stamp;
         newly_seen += u32::from(first);
-        buf = rest;
-        // Fast-path fields are singular: the next field by number follows.
-        expect += 1;
     }
     Ok(FastRun {
         rest: buf,
