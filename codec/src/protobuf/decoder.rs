@@ -103,11 +103,15 @@ impl<'p> Decoding<'p> {
         // The open row's seen stamps live in locals while the loop runs (no
         // reloads through `self`); nested messages use other nodes' state.
         let st = &mut self.nodes[node as usize];
-        let stamp = st.stamp;
         let fresh = st.nseen == 0;
         let mut seen = std::mem::take(&mut st.seen);
-        let mut newly_seen = 0u32;
-        let result = self.parse_fields(node, buf, depth, &mut seen, stamp, fresh, &mut newly_seen);
+        let mut row = OpenRow {
+            seen: &mut seen,
+            stamp: st.stamp,
+            newly_seen: 0,
+        };
+        let result = self.parse_fields(node, buf, depth, &mut row, fresh);
+        let newly_seen = row.newly_seen;
         let st = &mut self.nodes[node as usize];
         st.seen = seen;
         st.nseen = st.nseen.wrapping_add(newly_seen);
@@ -121,10 +125,8 @@ impl<'p> Decoding<'p> {
         node: NodeId,
         mut buf: &[u8],
         depth: usize,
-        seen: &mut [u32],
-        stamp: u32,
+        row: &mut OpenRow<'_>,
         fresh: bool,
-        newly_seen: &mut u32,
     ) -> Result<(), Fail> {
         let plan = self.plan;
         let n = &plan.nodes[node as usize];
@@ -137,9 +139,9 @@ impl<'p> Decoding<'p> {
         while !buf.is_empty() {
             // The common case first: a run of expected singular scalars.
             let run = if expect >= unseen_from {
-                fast_run::<true>(&mut self.cols, &n.fast, seen, stamp, buf, expect)
+                fast_run::<true>(&mut self.cols, &n.fast, row.seen, row.stamp, buf, expect)
             } else {
-                fast_run::<false>(&mut self.cols, &n.fast, seen, stamp, buf, expect)
+                fast_run::<false>(&mut self.cols, &n.fast, row.seen, row.stamp, buf, expect)
             }
             .map_err(|(index, kind)| Fail {
                 path: n.fields[usize::from(index)].path,
@@ -150,7 +152,7 @@ impl<'p> Decoding<'p> {
             }
             buf = run.rest;
             expect = run.expect;
-            *newly_seen = newly_seen.wrapping_add(run.newly_seen);
+            row.newly_seen = row.newly_seen.wrapping_add(run.newly_seen);
             if buf.is_empty() {
                 break;
             }
@@ -185,15 +187,15 @@ impl<'p> Decoding<'p> {
                     if unseen_from != usize::MAX {
                         unseen_from = unseen_from.max(index + 1);
                     }
-                    let first = seen[index] != stamp;
+                    let first = row.seen[index] != row.stamp;
                     if first {
-                        seen[index] = stamp;
-                        *newly_seen = newly_seen.wrapping_add(1);
+                        row.seen[index] = row.stamp;
+                        row.newly_seen = row.newly_seen.wrapping_add(1);
                         if let Some(oneof) = f.oneof
-                            && let Some(cleared) = self.switch_oneof(node, oneof, index, stamp)
+                            && let Some(cleared) = self.switch_oneof(node, oneof, index, row.stamp)
                         {
-                            seen[cleared] = stamp.wrapping_sub(1);
-                            *newly_seen = newly_seen.wrapping_sub(1);
+                            row.seen[cleared] = row.stamp.wrapping_sub(1);
+                            row.newly_seen = row.newly_seen.wrapping_sub(1);
                         }
                     }
                     self.apply(&f.op, first, &mut buf, f.path, depth)?;
@@ -247,6 +249,16 @@ impl<'p> Decoding<'p> {
         self.clear_field(node, cleared);
         Some(cleared)
     }
+}
+
+/// The seen stamps of the open row of the level being parsed, taken out of
+/// its [`NodeState`] while the loop runs.
+pub(crate) struct OpenRow<'s> {
+    pub seen: &'s mut [u32],
+    pub stamp: u32,
+    /// Fields seen for the first time by this payload (net of oneof
+    /// switches).
+    pub newly_seen: u32,
 }
 
 /// Where [`fast_run`] stopped.
