@@ -137,24 +137,27 @@ impl<'p> Decoding<'p> {
         // field at or above it has been seen yet.
         let mut unseen_from = if fresh { 0 } else { usize::MAX };
         while !buf.is_empty() {
-            // The common case first: a run of expected singular scalars.
-            let run = if expect >= unseen_from {
-                fast_run::<true>(&mut self.cols, &n.fast, row.seen, row.stamp, buf, expect)
-            } else {
-                fast_run::<false>(&mut self.cols, &n.fast, row.seen, row.stamp, buf, expect)
-            }
-            .map_err(|(index, kind)| Fail {
-                path: n.fields[usize::from(index)].path,
-                kind,
-            })?;
-            if unseen_from != usize::MAX {
-                unseen_from = unseen_from.max(run.expect);
-            }
-            buf = run.rest;
-            expect = run.expect;
-            row.newly_seen = row.newly_seen.wrapping_add(run.newly_seen);
-            if buf.is_empty() {
-                break;
+            // The common case first: a run of expected singular scalars
+            // (not worth a call when a list or message is expected).
+            if n.fast.get(expect).is_some_and(|f| f.kind != FastKind::Generic) {
+                let run = if expect >= unseen_from {
+                    fast_run::<true>(&mut self.cols, &n.fast, row.seen, row.stamp, buf, expect)
+                } else {
+                    fast_run::<false>(&mut self.cols, &n.fast, row.seen, row.stamp, buf, expect)
+                }
+                .map_err(|(index, kind)| Fail {
+                    path: n.fields[usize::from(index)].path,
+                    kind,
+                })?;
+                if unseen_from != usize::MAX {
+                    unseen_from = unseen_from.max(run.expect);
+                }
+                buf = run.rest;
+                expect = run.expect;
+                row.newly_seen = row.newly_seen.wrapping_add(run.newly_seen);
+                if buf.is_empty() {
+                    break;
+                }
             }
             let guess = n.fast.get(expect).filter(|fast| fast.matches(buf));
             let (index, wire) = match guess {
