@@ -86,6 +86,9 @@ pub(crate) struct Node {
     /// first checks whether the next bytes are the tag of the field that
     /// usually comes next, skipping varint decoding and the lookup table.
     pub fast: Vec<FastTag>,
+    /// Whether every fast-path field is a `double`, `int64` or `string`
+    /// (the decode loop then runs a variant with only those cases).
+    pub lean: bool,
 }
 
 /// A field's tag as it appears on the wire, for the guess-the-next-field
@@ -399,6 +402,7 @@ impl Plan {
             close_always: false,
             n_oneofs: 0,
             fast: Vec::new(),
+            lean: false,
         });
         let oneofs: Vec<String> = message
             .oneofs()
@@ -476,6 +480,12 @@ impl Plan {
             fields.push(field);
         }
         let node = &mut self.nodes[id as usize];
+        node.lean = fast.iter().all(|f| {
+            matches!(
+                f.kind,
+                FastKind::Generic | FastKind::F64 | FastKind::I64 | FastKind::Utf8
+            )
+        });
         node.fast = fast;
         node.n_singular = fields
             .iter()
