@@ -397,3 +397,95 @@ fn proto2_descriptor_proto_source_decodes_absent_as_null() {
     let batch = d.decode([Rec::new().varint(1, 3).build()]).unwrap();
     assert!(batch.column_by_name("host").unwrap().is_null(0));
 }
+
+/// The fast loop's shortcuts (fields in number order, absent fields stepped
+/// over, bulk "seen" marks in a fresh row, the lean variant for levels of
+/// only doubles, int64s and strings) against the general rules, on records
+/// that leave the fast path in each way: a field skipped and never seen, a
+/// skipped field arriving later out of order, a field repeated after an
+/// in-order run, and an unknown field in the middle.
+#[test]
+fn fast_loop_shortcuts_keep_protobuf_semantics() {
+    const LEAN: &str = r#"
+syntax = "proto2";
+message Lean { optional double a = 1; optional int64 b = 2; optional string c = 3; optional double d = 4; optional int64 e = 5; }
+"#;
+    const MIXED: &str = r#"
+syntax = "proto3";
+message Mixed { double a = 1; int64 b = 2; string c = 3; double d = 4; int64 e = 5; float f = 6; bool g = 7; bytes h = 8; }
+"#;
+    let rows = |d: &crate::protobuf::ProtoDecoder, tail: &[u8]| {
+        let pi = 3.25f64.to_bits();
+        let in_order = Rec::new()
+            .fixed64(1, pi)
+            .varint(2, 300)
+            .bytes(3, b"abc")
+            .fixed64(4, pi)
+            .varint(5, 1)
+            .raw(tail);
+        let skipped = Rec::new().fixed64(1, pi).bytes(3, b"no b").fixed64(4, pi);
+        let late = Rec::new()
+            .fixed64(1, pi)
+            .bytes(3, b"b comes last")
+            .fixed64(4, pi)
+            .varint(5, 1)
+            .raw(tail)
+            .varint(2, 7);
+        let repeated = Rec::new()
+            .fixed64(1, pi)
+            .varint(2, 1)
+            .bytes(3, b"first")
+            .varint(2, 2)
+            .bytes(3, b"second")
+            .fixed64(1, 0);
+        let unknown = Rec::new()
+            .fixed64(1, pi)
+            .varint(99, 5)
+            .varint(2, 3)
+            .bytes(3, b"x");
+        let records = [in_order, skipped, late, repeated, unknown];
+        for r in &records {
+            check_one(d, r.build());
+        }
+        let batch = d.decode(records.iter().map(Rec::build)).unwrap();
+        for (i, r) in records.iter().enumerate() {
+            let one = d.decode([r.build()]).unwrap();
+            assert_eq!(one, batch.slice(i, 1), "record {i} alone and in a batch");
+        }
+        batch
+    };
+
+    let lean = decoder(LEAN, "Lean");
+    let batch = rows(&lean, &[]);
+    let b = batch
+        .column_by_name("b")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    // In order; skipped and absent (proto2: null); arriving late; last wins.
+    assert_eq!(b.value(0), 300);
+    assert!(b.is_null(1));
+    assert_eq!((b.value(2), b.value(3), b.value(4)), (7, 2, 3));
+    let c = batch.column_by_name("c").unwrap().as_string::<i32>();
+    assert_eq!((c.value(2), c.value(3)), ("b comes last", "second"));
+    let a = batch
+        .column_by_name("a")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert_eq!((a.value(0), a.value(3)), (3.25, 0.0));
+
+    let mixed = decoder(MIXED, "Mixed");
+    let tail = Rec::new()
+        .fixed32(6, 1.5f32.to_bits())
+        .varint(7, 1)
+        .bytes(8, b"\x00\xff");
+    let batch = rows(&mixed, tail.build());
+    let b = batch
+        .column_by_name("b")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    // proto3: a skipped field that never comes is its default, not null.
+    assert_eq!((b.value(1), b.value(2)), (0, 7));
+    assert_eq!(b.null_count(), 0);
+    let g = batch.column_by_name("g").unwrap().as_boolean();
+    assert_eq!((g.value(0), g.value(1), g.value(2)), (true, false, true));
+}
