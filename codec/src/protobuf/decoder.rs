@@ -317,12 +317,11 @@ fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
     // With `UNSEEN`, the fields from `marked` to `expect` are decoded but
     // not yet marked seen.
     let mut marked = start;
-    let table = fast.get(start..).unwrap_or_default();
-    for (k, f) in table.iter().enumerate() {
+    while let Some(f) = fast.get(expect) {
         if !f.matches(buf) {
             // An absent field (proto3 leaves out zeros, empty strings and
             // false) is skipped when the one after it is next.
-            if table.get(k + 1).is_some_and(|next| next.matches(buf)) {
+            if fast.get(expect + 1).is_some_and(|next| next.matches(buf)) {
                 if UNSEEN {
                     newly_seen += mark_seen(seen, marked..expect, stamp);
                     marked = expect + 1;
@@ -351,6 +350,19 @@ fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
             FastKind::F64 => {
                 let v = f64::from_bits(read_fixed64(&mut rest).map_err(fail)?);
                 cols.f64s[col].put(v, first);
+                // Telemetry rows hold long runs of doubles: the rest of a
+                // run is decoded here, in a loop of its own, off the jump
+                // table.
+                while UNSEEN
+                    && let Some(g) = fast.get(expect + 1)
+                    && g.kind == FastKind::F64
+                    && g.matches(rest)
+                {
+                    let mut after = &rest[usize::from(g.len)..];
+                    let bits = read_fixed64(&mut after).map_err(|kind| (g.index, kind))?;
+                    cols.f64s[g.col as usize].put(f64::from_bits(bits), true);
+                    (rest, expect) = (after, expect + 1);
+                }
             }
             FastKind::I64 => {
                 let v = read_varint_inline(&mut rest).map_err(fail)? as i64;
