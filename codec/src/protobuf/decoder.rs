@@ -1,8 +1,11 @@
 //! The decode loop: one pass over each record's bytes, straight into the
 //! column builders.
 //!
-//! A record is decoded as one *row* of the root struct level. For every
-//! field the loop reads the tag, finds the field through the level's dense
+//! A record is decoded as one *row* of the root struct level. Fields that
+//! come in number order and are plain scalars go through [`fast_run`],
+//! which compares the next bytes with the expected field's precomputed tag
+//! and stores the value without looking anything up. For any other field
+//! the loop reads the tag, finds the field through the level's dense
 //! number table, checks the wire type and runs the field's [`Op`]. A
 //! per-level "seen" stamp per field tells a first occurrence (append) from a
 //! repeated one (overwrite: last value wins; for a nested message, keep
