@@ -135,9 +135,10 @@ impl<'p> Decoding<'p> {
         let n = &plan.nodes[node as usize];
         // Position in `n.fast` of the field expected next.
         let mut expect = 0usize;
-        // One past the highest singular field seen in the open row, as long
-        // as the row was empty when this payload began (else unknown): no
-        // field at or above it has been seen yet.
+        // One past the highest singular field seen in the open row: no field
+        // at or above it has been seen yet. Unknown when the row was not
+        // empty as this payload began (a merge): `usize::MAX` then, which
+        // `max` keeps.
         let mut unseen_from = if fresh { 0 } else { usize::MAX };
         while !buf.is_empty() {
             // The common case first: a run of expected singular scalars
@@ -161,12 +162,10 @@ impl<'p> Decoding<'p> {
                     (false, false) => fast_run::<false, false>(from),
                 }
                 .map_err(|(index, kind)| Fail {
-                    path: n.fields[usize::from(index)].path,
+                    path: n.fields[index].path,
                     kind,
                 })?;
-                if unseen_from != usize::MAX {
-                    unseen_from = unseen_from.max(run.expect);
-                }
+                unseen_from = unseen_from.max(run.expect);
                 buf = run.rest;
                 expect = run.expect;
                 row.newly_seen = row.newly_seen.wrapping_add(run.newly_seen);
@@ -176,9 +175,10 @@ impl<'p> Decoding<'p> {
             }
             let guess = n.fast.get(expect).filter(|fast| fast.matches(buf));
             let (index, wire) = match guess {
+                // Fields are in number order: the position is the index.
                 Some(fast) => {
                     buf = &buf[usize::from(fast.len)..];
-                    (usize::from(fast.index), fast.wire)
+                    (expect, fast.wire)
                 }
                 None => {
                     let (number, wire) =
@@ -202,9 +202,7 @@ impl<'p> Decoding<'p> {
                     if wire != f.wire {
                         return Err(wrong_wire(f.path, f.wire, wire));
                     }
-                    if unseen_from != usize::MAX {
-                        unseen_from = unseen_from.max(index + 1);
-                    }
+                    unseen_from = unseen_from.max(index + 1);
                     let first = row.seen[index] != row.stamp;
                     if first {
                         row.seen[index] = row.stamp;
@@ -314,7 +312,7 @@ fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
         &'b [u8],
         usize,
     ),
-) -> Result<FastRun<'b>, (u16, DecodeErrorKind)> {
+) -> Result<FastRun<'b>, (usize, DecodeErrorKind)> {
     let mut newly_seen = 0u32;
     let mut expect = start;
     // With `UNSEEN`, the fields from `marked` to `expect` are decoded but
@@ -348,7 +346,8 @@ fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
         };
         let mut rest = &buf[usize::from(f.len)..];
         let col = f.col as usize;
-        let fail = |kind| (f.index, kind);
+        let at = expect;
+        let fail = move |kind| (at, kind);
         match f.kind {
             FastKind::F64 => {
                 let v = f64::from_bits(read_fixed64(&mut rest).map_err(fail)?);
@@ -362,7 +361,7 @@ fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
                     && g.matches(rest)
                 {
                     let mut after = &rest[usize::from(g.len)..];
-                    let bits = read_fixed64(&mut after).map_err(|kind| (g.index, kind))?;
+                    let bits = read_fixed64(&mut after).map_err(|kind| (expect + 1, kind))?;
                     cols.f64s[g.col as usize].put(f64::from_bits(bits), true);
                     (rest, expect) = (after, expect + 1);
                 }

@@ -103,14 +103,10 @@ pub(crate) struct FastTag {
     pub len: u8,
     /// The wire type the tag encodes.
     pub wire: WireType,
-    /// Index of the field in [`Node::fields`].
-    pub index: u16,
     /// What to do when the tag matches, without looking at the field plan.
     pub kind: FastKind,
     /// Column slot for the scalar kinds.
     pub col: u32,
-    /// Position in [`Node::fast`] of the field expected after this one.
-    pub next: u32,
 }
 
 /// The common singular scalar fields (no oneof), which the decode loop
@@ -159,7 +155,7 @@ impl FastKind {
 }
 
 impl FastTag {
-    fn new(number: u32, wire: WireType, index: usize) -> Self {
+    fn new(number: u32, wire: WireType) -> Self {
         let t = (number << 3) | wire as u32;
         let (tag, mask, len) = if t < 0x80 {
             (t as u16, 0x00ff, 1)
@@ -177,10 +173,8 @@ impl FastTag {
             mask,
             len,
             wire,
-            index: index as u16,
             kind: FastKind::Generic,
             col: 0,
-            next: 0,
         }
     }
 
@@ -473,9 +467,8 @@ impl Plan {
                 Card::Repeated { packable, .. } => !(packable && fast_wire == WireType::Len),
             };
             field.next = (if repeats { position } else { position + 1 }) as u32;
-            let mut tag = FastTag::new(number, fast_wire, position);
+            let mut tag = FastTag::new(number, fast_wire);
             (tag.kind, tag.col) = FastKind::of(&field);
-            tag.next = field.next;
             fast.push(tag);
             fields.push(field);
         }
