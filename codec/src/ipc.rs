@@ -15,9 +15,26 @@ use crate::{Error, Result};
 
 /// Encodes `batch` as a self-contained Arrow IPC stream.
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut out = Vec::with_capacity(encoded_size_hint(batch));
     encode_into(batch, &mut out)?;
     Ok(out)
+}
+
+/// About the size of `batch`'s encoding: its data plus room for the
+/// framing. Counts only the bytes the arrays use, not whole buffers: the
+/// protobuf decoder's 64-bit columns are slices of one shared buffer,
+/// which `get_array_memory_size` would count once per column.
+pub fn encoded_size_hint(batch: &RecordBatch) -> usize {
+    let data: usize = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum();
+    data + 1024
 }
 
 /// Appends the encoding of `batch` to `out`, so a caller can put its own

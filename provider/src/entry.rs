@@ -41,7 +41,7 @@ pub fn encode(
     batch: &RecordBatch,
 ) -> weir_codec::Result<Bytes> {
     let header_len = 13 + table_id.len() + stream.len();
-    let mut out = Vec::with_capacity(header_len + batch.get_array_memory_size() + 1024);
+    let mut out = Vec::with_capacity(header_len + weir_codec::ipc::encoded_size_hint(batch));
     out.put_u8(VERSION);
     put_str(&mut out, table_id);
     put_str(&mut out, stream);

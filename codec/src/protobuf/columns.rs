@@ -8,7 +8,7 @@
 //! numbers the plan assigned.
 
 use arrow::array::BooleanBufferBuilder;
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{Buffer, NullBuffer};
 
 use super::error::DecodeErrorKind;
 use super::plan::Counts;
@@ -89,6 +89,79 @@ impl<T: Copy + Default> Prim<T> {
 
     pub fn len(&self) -> usize {
         self.values.len()
+    }
+}
+
+/// The root level's 64-bit columns ([`super::plan::Shape::Wide`]) in one
+/// buffer, column after column: column `slot` holds its value for row `r`
+/// at `slot * stride + r`. The root has exactly one row per record, so
+/// `stride`, the number of records, is known before decoding starts, and
+/// the decode loop stores each value with one write: no per-column length
+/// to load, check and update. The arrays are slices of the one buffer.
+#[derive(Debug)]
+pub(crate) struct Wide {
+    /// Starts zeroed, so an absent field's value (null or the proto3
+    /// default) is already in place.
+    pub values: Vec<u64>,
+    pub stride: usize,
+    pub nulls: Vec<Nulls>,
+    /// `values`, moved into Arrow once the batch is built.
+    pub shared: Option<Buffer>,
+}
+
+impl Wide {
+    fn new(slots: u32, stride: usize) -> Self {
+        Wide {
+            values: vec![0; (slots as usize).saturating_mul(stride)],
+            stride,
+            nulls: (0..slots).map(|_| Nulls::default()).collect(),
+            shared: None,
+        }
+    }
+
+    /// The values from row `row` of the first column on: column `slot`'s
+    /// value for that row is at `slot * stride`. Empty past the last row.
+    #[inline(always)]
+    pub fn row(&mut self, row: usize) -> &mut [u64] {
+        match self.values.get_mut(row..) {
+            Some(values) if row < self.stride => values,
+            _ => &mut [],
+        }
+    }
+
+    /// Drops column `slot`'s values from row `len` on (back to zero).
+    pub fn truncate(&mut self, slot: u32, len: usize) {
+        let start = (slot as usize).saturating_mul(self.stride);
+        let end = start.saturating_add(self.stride);
+        if let Some(dropped) = self.values.get_mut(start.saturating_add(len)..end) {
+            dropped.fill(0);
+        }
+        self.nulls[slot as usize].truncate(len);
+    }
+
+    /// Stores the value of column `slot` for row `row`.
+    #[inline(always)]
+    pub fn set(&mut self, slot: u32, row: usize, bits: u64) -> Result<(), DecodeErrorKind> {
+        let stride = self.stride;
+        store(self.row(row), slot, stride, bits)
+    }
+}
+
+/// Stores a value into a row of a [`Wide`] (from [`Wide::row`]). Rows past
+/// the number of records announced are refused, never written elsewhere.
+#[inline(always)]
+pub(crate) fn store(
+    row: &mut [u64],
+    slot: u32,
+    stride: usize,
+    bits: u64,
+) -> Result<(), DecodeErrorKind> {
+    match row.get_mut(slot as usize * stride) {
+        Some(value) => {
+            *value = bits;
+            Ok(())
+        }
+        None => Err(DecodeErrorKind::BatchTooLarge),
     }
 }
 
@@ -231,6 +304,7 @@ pub(crate) struct Columns {
     pub u64s: Vec<Prim<u64>>,
     pub f32s: Vec<Prim<f32>>,
     pub f64s: Vec<Prim<f64>>,
+    pub wide: Wide,
     pub bools: Vec<Bools>,
     pub bytes: Vec<Bytes>,
     /// Validity of struct columns (their length is the node's row count).
@@ -243,7 +317,8 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
-    /// Empty builders for the plan's columns, sized for `rows` records.
+    /// Empty builders for the plan's columns, sized for `rows` records
+    /// (exactly `rows` for the root's [`Wide`] columns).
     pub fn new(counts: &Counts, rows: usize) -> Self {
         fn many<T>(n: u32, make: impl Fn() -> T) -> Vec<T> {
             (0..n).map(|_| make()).collect()
@@ -255,6 +330,7 @@ impl Columns {
             u64s: many(counts.u64s, || Prim::with_capacity(rows)),
             f32s: many(counts.f32s, || Prim::with_capacity(rows)),
             f64s: many(counts.f64s, || Prim::with_capacity(rows)),
+            wide: Wide::new(counts.wide, rows),
             bools: many(counts.bools, || Bools {
                 values: BooleanBufferBuilder::new(rows),
                 nulls: Nulls::default(),

@@ -14,7 +14,7 @@
 //! with its default or null, ends list and map rows, and closes open child
 //! rows. Nothing is allocated per record: stamps are compared, not cleared.
 
-use super::columns::Columns;
+use super::columns::{Columns, store};
 use super::error::DecodeErrorKind;
 use super::ops::Op;
 use super::plan::{Card, FastKind, FastTag, MAX_DEPTH, NodeId, PathId, Plan};
@@ -154,6 +154,7 @@ impl<'p> Decoding<'p> {
                     row.stamp,
                     buf,
                     expect,
+                    self.nodes[node as usize].rows,
                 );
                 let run = match (expect >= unseen_from, n.lean) {
                     (true, true) => fast_run::<true, true>(from),
@@ -298,18 +299,22 @@ struct FastRun<'b> {
 /// in the open row, so each is a first occurrence (appended, no check), and
 /// the decoded fields are marked seen in bulk when the run ends.
 ///
-/// `LEAN`: the level's fast fields are all doubles, `int64`s and strings
-/// (typical telemetry), so the loop needs only those three cases; fewer
-/// cases leave more registers to them (measured: NEOWISE rows decode about
-/// a tenth faster than with all seven).
+/// `LEAN`: the level's fast fields are all root-level doubles and `int64`s
+/// ([`FastKind::WideF64`], [`FastKind::WideI64`]) and strings (typical
+/// telemetry), so the loop needs only those three cases; fewer cases leave
+/// more registers to them (measured: NEOWISE rows decode about a tenth
+/// faster than with all of them).
+///
+/// `row` is the index of the level's open row.
 #[inline(never)]
 fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
-    (cols, fast, seen, stamp, mut buf, start): (
+    (cols, fast, seen, stamp, mut buf, start, row): (
         &mut Columns,
         &[FastTag],
         &mut [u32],
         u32,
         &'b [u8],
+        usize,
         usize,
     ),
 ) -> Result<FastRun<'b>, (usize, DecodeErrorKind)> {
@@ -349,26 +354,31 @@ fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
         let at = expect;
         let fail = move |kind| (at, kind);
         match f.kind {
-            FastKind::F64 => {
-                let v = f64::from_bits(read_fixed64(&mut rest).map_err(fail)?);
-                cols.f64s[col].put(v, first);
+            // Wide columns are overwritten in place: `first` does not matter.
+            FastKind::WideF64 => {
+                let bits = read_fixed64(&mut rest).map_err(fail)?;
+                // Only the root has wide columns: `row` is below the stride.
+                let stride = cols.wide.stride;
+                let wide = cols.wide.row(row);
+                store(wide, f.col, stride, bits).map_err(fail)?;
                 // Telemetry rows hold long runs of doubles: the rest of a
                 // run is decoded here, in a loop of its own, off the jump
                 // table.
                 while UNSEEN
                     && let Some(g) = fast.get(expect + 1)
-                    && g.kind == FastKind::F64
+                    && g.kind == FastKind::WideF64
                     && g.matches(rest)
                 {
+                    let next = expect + 1;
                     let mut after = &rest[usize::from(g.len)..];
-                    let bits = read_fixed64(&mut after).map_err(|kind| (expect + 1, kind))?;
-                    cols.f64s[g.col as usize].put(f64::from_bits(bits), true);
-                    (rest, expect) = (after, expect + 1);
+                    let bits = read_fixed64(&mut after).map_err(|kind| (next, kind))?;
+                    store(wide, g.col, stride, bits).map_err(|kind| (next, kind))?;
+                    (rest, expect) = (after, next);
                 }
             }
-            FastKind::I64 => {
-                let v = read_varint_inline(&mut rest).map_err(fail)? as i64;
-                cols.i64s[col].put(v, first);
+            FastKind::WideI64 => {
+                let v = read_varint_inline(&mut rest).map_err(fail)?;
+                cols.wide.set(f.col, row, v).map_err(fail)?;
             }
             FastKind::Utf8 => {
                 let v = read_len(&mut rest).map_err(fail)?;
@@ -377,7 +387,24 @@ fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
                 }
                 cols.bytes[col].put(v, first).map_err(fail)?;
             }
-            FastKind::I32 | FastKind::F32 | FastKind::Bool | FastKind::Binary if LEAN => break,
+            FastKind::F64
+            | FastKind::I64
+            | FastKind::I32
+            | FastKind::F32
+            | FastKind::Bool
+            | FastKind::Binary
+                if LEAN =>
+            {
+                break;
+            }
+            FastKind::F64 => {
+                let v = f64::from_bits(read_fixed64(&mut rest).map_err(fail)?);
+                cols.f64s[col].put(v, first);
+            }
+            FastKind::I64 => {
+                let v = read_varint_inline(&mut rest).map_err(fail)? as i64;
+                cols.i64s[col].put(v, first);
+            }
             FastKind::I32 => {
                 let v = read_varint_inline(&mut rest).map_err(fail)? as i32;
                 cols.i32s[col].put(v, first);

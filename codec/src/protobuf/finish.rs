@@ -13,11 +13,12 @@ use arrow::array::{
     Int32Array, Int64Array, ListArray, MapArray, PrimitiveArray, StringArray, StructArray,
     UInt32Array, UInt64Array, new_null_array,
 };
-use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::filter;
 use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Field, Fields, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    ArrowNativeType, ArrowPrimitiveType, ArrowTimestampType, DataType, Field, Fields, SchemaRef,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
 };
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -76,30 +77,7 @@ impl Decoding<'_> {
             }
             Shape::I64(c) => {
                 let p = &mut cols.i64s[c as usize];
-                match dt {
-                    DataType::Timestamp(unit, tz) => {
-                        let tz = tz.clone();
-                        match unit {
-                            TimeUnit::Second => {
-                                Arc::new(prim::<TimestampSecondType>(p)?.with_timezone_opt(tz))
-                            }
-                            TimeUnit::Millisecond => {
-                                Arc::new(prim::<TimestampMillisecondType>(p)?.with_timezone_opt(tz))
-                            }
-                            TimeUnit::Microsecond => {
-                                Arc::new(prim::<TimestampMicrosecondType>(p)?.with_timezone_opt(tz))
-                            }
-                            TimeUnit::Nanosecond => {
-                                Arc::new(prim::<TimestampNanosecondType>(p)?.with_timezone_opt(tz))
-                                    as ArrayRef
-                            }
-                        }
-                    }
-                    _ => Arc::new(Int64Array::try_new(
-                        take(&mut p.values),
-                        p.nulls.finish(len),
-                    )?),
-                }
+                int64_array(dt, take(&mut p.values), p.nulls.finish(len))?
             }
             Shape::U32(c) => {
                 let p = &mut cols.u32s[c as usize];
@@ -128,6 +106,16 @@ impl Decoding<'_> {
                     take(&mut p.values),
                     p.nulls.finish(len),
                 )?)
+            }
+            Shape::Wide(slot) => {
+                let nulls = cols.wide.nulls[slot as usize].finish(len);
+                match dt {
+                    DataType::Float64 => {
+                        Arc::new(Float64Array::try_new(self.wide_values(slot, len), nulls)?)
+                            as ArrayRef
+                    }
+                    _ => int64_array(dt, self.wide_values(slot, len), nulls)?,
+                }
             }
             Shape::Bool(c) => {
                 let b = &mut cols.bools[c as usize];
@@ -194,6 +182,16 @@ impl Decoding<'_> {
         })
     }
 
+    /// The first `len` values of [`Shape::Wide`] column `slot`: a slice of
+    /// the buffer all of them share (moved into Arrow on first use).
+    fn wide_values<T: ArrowNativeType>(&mut self, slot: u32, len: usize) -> ScalarBuffer<T> {
+        let wide = &mut self.cols.wide;
+        let shared = wide
+            .shared
+            .get_or_insert_with(|| Buffer::from_vec(std::mem::take(&mut wide.values)));
+        ScalarBuffer::new(shared.clone(), slot as usize * wide.stride, len)
+    }
+
     fn struct_array(&mut self, node: NodeId, fields: &Fields, len: usize) -> Result<StructArray> {
         let arrays = self.node_arrays(node, len)?;
         let nulls = match self.plan.nodes[node as usize].struct_col {
@@ -239,12 +237,44 @@ fn drop_entries(m: MapCol, entries: StructArray) -> Result<(OffsetBuffer<i32>, S
     Ok((OffsetBuffer::new(shifted.into()), kept))
 }
 
+/// An `Int64` or `Timestamp` array of `values`.
+fn int64_array(
+    dt: &DataType,
+    values: ScalarBuffer<i64>,
+    nulls: Option<NullBuffer>,
+) -> Result<ArrayRef, ArrowError> {
+    fn timestamps<T: ArrowTimestampType>(
+        values: ScalarBuffer<i64>,
+        nulls: Option<NullBuffer>,
+        tz: &Option<Arc<str>>,
+    ) -> Result<ArrayRef, ArrowError> {
+        Ok(Arc::new(
+            PrimitiveArray::<T>::try_new(values, nulls)?.with_timezone_opt(tz.clone()),
+        ))
+    }
+    match dt {
+        DataType::Timestamp(TimeUnit::Second, tz) => {
+            timestamps::<TimestampSecondType>(values, nulls, tz)
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+            timestamps::<TimestampMillisecondType>(values, nulls, tz)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            timestamps::<TimestampMicrosecondType>(values, nulls, tz)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+            timestamps::<TimestampNanosecondType>(values, nulls, tz)
+        }
+        _ => Ok(Arc::new(Int64Array::try_new(values, nulls)?)),
+    }
+}
+
 fn prim<T: ArrowPrimitiveType>(p: &mut Prim<T::Native>) -> Result<PrimitiveArray<T>, ArrowError> {
     let len = p.values.len();
     PrimitiveArray::<T>::try_new(take(&mut p.values), p.nulls.finish(len))
 }
 
-fn take<T: arrow::datatypes::ArrowNativeType>(v: &mut Vec<T>) -> ScalarBuffer<T> {
+fn take<T: ArrowNativeType>(v: &mut Vec<T>) -> ScalarBuffer<T> {
     ScalarBuffer::from(std::mem::take(v))
 }
 

@@ -117,9 +117,10 @@ impl ProtoDecoder {
     /// and the field path (`record 3: field .meta.ts: truncated varint`);
     /// nothing of the batch is returned then.
     pub fn decode<'a, I: IntoIterator<Item = &'a [u8]>>(&self, records: I) -> Result<RecordBatch> {
-        let records = records.into_iter();
-        let mut decoding = Decoding::new(&self.plan, records.size_hint().0);
-        for (index, record) in records.enumerate() {
+        // The exact count sizes the root's columns (see `columns::Wide`).
+        let records: Vec<&[u8]> = records.into_iter().collect();
+        let mut decoding = Decoding::new(&self.plan, records.len());
+        for (index, record) in records.into_iter().enumerate() {
             decoding.record(index, record)?;
         }
         decoding.finish(&self.schema)

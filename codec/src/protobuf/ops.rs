@@ -73,6 +73,16 @@ pub(crate) enum Op {
     F64 {
         col: u32,
     },
+    /// `double` into a root-level `Float64` column (see
+    /// [`super::plan::Shape::Wide`]).
+    WideF64 {
+        slot: u32,
+    },
+    /// Like [`Op::I64`], into a root-level `Int64` or `Timestamp` column.
+    WideI64 {
+        slot: u32,
+        src: Src64,
+    },
     Bool {
         col: u32,
     },
@@ -124,6 +134,17 @@ impl Decoding<'_> {
             Op::I64 { col, src } => {
                 let v = read_i64(src, buf).map_err(at)?;
                 cols.i64s[col as usize].put(v, first);
+            }
+            // Stored at the root's open row: a second occurrence overwrites.
+            Op::WideF64 { slot } => {
+                let bits = read_fixed64(buf).map_err(at)?;
+                cols.wide.set(slot, self.nodes[0].rows, bits).map_err(at)?;
+            }
+            Op::WideI64 { slot, src } => {
+                let v = read_i64(src, buf).map_err(at)?;
+                cols.wide
+                    .set(slot, self.nodes[0].rows, v as u64)
+                    .map_err(at)?;
             }
             Op::Utf8 { col } => {
                 let v = read_len(buf).map_err(at)?;
@@ -303,6 +324,10 @@ impl Decoding<'_> {
             Op::U64 { col, .. } => cols.u64s[col as usize].put(0, true),
             Op::F32 { col } => cols.f32s[col as usize].put(0.0, true),
             Op::F64 { col } | Op::F64FromF32 { col } => cols.f64s[col as usize].put(0.0, true),
+            // Zero bits are 0.0 and 0 alike.
+            Op::WideF64 { slot } | Op::WideI64 { slot, .. } => {
+                cols.wide.set(slot, self.nodes[0].rows, 0).map_err(at)?
+            }
             Op::Bool { col } => cols.bools[col as usize].put(false, true),
             Op::Utf8 { col } | Op::Binary { col } => {
                 cols.bytes[col as usize].put(b"", true).map_err(at)?

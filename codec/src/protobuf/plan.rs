@@ -58,6 +58,9 @@ pub(crate) struct Counts {
     pub lists: u32,
     pub maps: u32,
     pub timestamps: u32,
+    /// Columns in the shared buffer of the root's 64-bit values (see
+    /// [`Shape::Wide`]).
+    pub wide: u32,
 }
 
 /// One struct level: the root, a nested message column, a list-of-message
@@ -120,6 +123,10 @@ pub(crate) enum FastKind {
     F32,
     /// `int64` into `Int64` (or a `Timestamp` taken as is).
     I64,
+    /// `double` into a [`Shape::Wide`] column.
+    WideF64,
+    /// `int64` into a [`Shape::Wide`] column.
+    WideI64,
     /// `int32` into `Int32` (or `Date32`).
     I32,
     Bool,
@@ -135,6 +142,11 @@ impl FastKind {
         }
         match field.op {
             Op::F64 { col } => (FastKind::F64, col),
+            Op::WideF64 { slot } => (FastKind::WideF64, slot),
+            Op::WideI64 {
+                slot,
+                src: Src64::VarI64,
+            } => (FastKind::WideI64, slot),
             Op::F32 { col } => (FastKind::F32, col),
             Op::I64 {
                 col,
@@ -221,6 +233,11 @@ pub(crate) enum Shape {
     U64(u32),
     F32(u32),
     F64(u32),
+    /// A root-level `Float64`, `Int64` or `Timestamp` column of a singular
+    /// field outside any oneof, in the shared buffer of such columns
+    /// ([`super::columns::Wide`]): its values are stored at their row
+    /// index, as the root has exactly one row per record.
+    Wide(u32),
     Bool(u32),
     Bytes(u32),
     Struct(NodeId),
@@ -422,15 +439,19 @@ impl Plan {
                 continue;
             };
             let path = format!("{prefix}.{}", fd.name());
-            let mut plan = self.field(&fd, column, &path, depth)?;
-            if map_entry {
-                plan.absent = Absent::Default;
-            }
-            plan.oneof = fd
+            let oneof = fd
                 .containing_oneof()
                 .filter(|o| !o.is_synthetic())
                 .and_then(|o| oneofs.iter().position(|n| n == o.full_name()))
                 .map(|i| i as u16);
+            // The root has one row per record, so its 64-bit scalars can
+            // be stored by row index (a oneof member may be dropped again).
+            let wide = depth == 0 && oneof.is_none();
+            let mut plan = self.field(&fd, column, &path, depth, wide)?;
+            if map_entry {
+                plan.absent = Absent::Default;
+            }
+            plan.oneof = oneof;
             children.push(Child {
                 field: Arc::clone(column),
                 shape: plan.shape.clone(),
@@ -476,7 +497,7 @@ impl Plan {
         node.lean = fast.iter().all(|f| {
             matches!(
                 f.kind,
-                FastKind::Generic | FastKind::F64 | FastKind::I64 | FastKind::Utf8
+                FastKind::Generic | FastKind::WideF64 | FastKind::WideI64 | FastKind::Utf8
             )
         });
         node.fast = fast;
@@ -495,13 +516,15 @@ impl Plan {
         Ok(id)
     }
 
-    /// Plans one descriptor field stored in `column`.
+    /// Plans one descriptor field stored in `column`; `wide`: a singular
+    /// 64-bit scalar may go into a [`Shape::Wide`] column.
     fn field(
         &mut self,
         fd: &FieldDescriptor,
         column: &FieldRef,
         path: &str,
         depth: usize,
+        wide: bool,
     ) -> Result<FieldPlan> {
         if fd.is_group() {
             return Err(Error::incompatible_field(path, "groups are not supported"));
@@ -553,7 +576,7 @@ impl Plan {
                     column.data_type(),
                 ));
             };
-            let (elem_shape, op, wire) = self.value(&fd.kind(), elem, path, depth)?;
+            let (elem_shape, op, wire) = self.value(&fd.kind(), elem, path, depth, false)?;
             let list = bump(&mut self.counts.lists);
             let packable = !matches!(wire, WireType::Len);
             return Ok(FieldPlan {
@@ -570,7 +593,7 @@ impl Plan {
                 next: 0,
             });
         }
-        let (shape, op, wire) = self.value(&fd.kind(), column, path, depth)?;
+        let (shape, op, wire) = self.value(&fd.kind(), column, path, depth, wide)?;
         let absent = if fd.is_required() {
             Absent::Required
         } else if !fd.supports_presence() {
@@ -600,9 +623,10 @@ impl Plan {
         column: &Field,
         path: &str,
         depth: usize,
+        wide: bool,
     ) -> Result<(Shape, Op, WireType)> {
         let Kind::Message(message) = kind else {
-            return self.scalar(kind, column, path);
+            return self.scalar(kind, column, path, wide);
         };
         match well_known(message) {
             Some(WellKnown::Timestamp) => {
@@ -626,7 +650,7 @@ impl Plan {
                 ))
             }
             Some(WellKnown::Wrapper(inner)) => {
-                let (shape, op, inner_wire) = self.scalar(&inner.kind(), column, path)?;
+                let (shape, op, inner_wire) = self.scalar(&inner.kind(), column, path, false)?;
                 Ok((
                     shape,
                     Op::Wrapper {
@@ -657,7 +681,13 @@ impl Plan {
     }
 
     /// Plans a scalar (non-message) value; see the type table in PROTOBUF.md.
-    fn scalar(&mut self, kind: &Kind, column: &Field, path: &str) -> Result<(Shape, Op, WireType)> {
+    fn scalar(
+        &mut self,
+        kind: &Kind,
+        column: &Field,
+        path: &str,
+        wide: bool,
+    ) -> Result<(Shape, Op, WireType)> {
         use WireType::{I32 as W32, I64 as W64, Len, Varint};
         let c = &mut self.counts;
         let dt = column.data_type();
@@ -688,8 +718,7 @@ impl Plan {
             }
             (_, DataType::Int64) if src32.is_some() => {
                 let (_, src, wire) = src32.unwrap_or((Src32::Var, Src64::VarI32, Varint));
-                let col = bump(&mut c.i64s);
-                Some((Shape::I64(col), Op::I64 { col, src }, wire))
+                Some(int64(c, src, wire, wide))
             }
             (
                 Kind::Int64 | Kind::Sint64 | Kind::Sfixed64,
@@ -705,8 +734,7 @@ impl Plan {
                     Kind::Uint64 => (Src64::VarU64, Varint),
                     _ => (Src64::Fixed64, W64),
                 };
-                let col = bump(&mut c.i64s);
-                Some((Shape::I64(col), Op::I64 { col, src }, wire))
+                Some(int64(c, src, wire, wide))
             }
             (Kind::Uint32 | Kind::Fixed32, DataType::UInt32) => {
                 let fixed = matches!(kind, Kind::Fixed32);
@@ -734,6 +762,10 @@ impl Plan {
                 let col = bump(&mut c.f64s);
                 Some((Shape::F64(col), Op::F64FromF32 { col }, W32))
             }
+            (Kind::Double, DataType::Float64) if wide => {
+                let slot = bump(&mut c.wide);
+                Some((Shape::Wide(slot), Op::WideF64 { slot }, W64))
+            }
             (Kind::Double, DataType::Float64) => {
                 let col = bump(&mut c.f64s);
                 Some((Shape::F64(col), Op::F64 { col }, W64))
@@ -753,6 +785,17 @@ impl Plan {
             _ => None,
         };
         planned.ok_or_else(|| mismatch(path, &kind_name(kind), dt))
+    }
+}
+
+/// Plans a value bound for an `Int64` or `Timestamp` column.
+fn int64(c: &mut Counts, src: Src64, wire: WireType, wide: bool) -> (Shape, Op, WireType) {
+    if wide {
+        let slot = bump(&mut c.wide);
+        (Shape::Wide(slot), Op::WideI64 { slot, src }, wire)
+    } else {
+        let col = bump(&mut c.i64s);
+        (Shape::I64(col), Op::I64 { col, src }, wire)
     }
 }
 

@@ -91,6 +91,11 @@ impl Decoding<'_> {
             Shape::U64(c) => cols.u64s[c as usize].push_absent(nullable),
             Shape::F32(c) => cols.f32s[c as usize].push_absent(nullable),
             Shape::F64(c) => cols.f64s[c as usize].push_absent(nullable),
+            // The value is zero already (see `Wide`).
+            Shape::Wide(slot) if nullable => {
+                cols.wide.nulls[slot as usize].push(self.nodes[0].rows);
+            }
+            Shape::Wide(_) => {}
             Shape::Bool(c) => cols.bools[c as usize].push_absent(nullable),
             Shape::Bytes(c) => cols.bytes[c as usize].push_absent(nullable),
             Shape::List { list, .. } => {
@@ -140,6 +145,7 @@ impl Decoding<'_> {
             Shape::U64(c) => cols.u64s[c as usize].truncate(len),
             Shape::F32(c) => cols.f32s[c as usize].truncate(len),
             Shape::F64(c) => cols.f64s[c as usize].truncate(len),
+            Shape::Wide(slot) => cols.wide.truncate(slot, len),
             Shape::Bool(c) => cols.bools[c as usize].truncate(len),
             Shape::Bytes(c) => cols.bytes[c as usize].truncate(len),
             Shape::List { list, ref elem } => {
@@ -180,6 +186,8 @@ impl Decoding<'_> {
             Shape::U64(c) => cols.u64s[c as usize].len(),
             Shape::F32(c) => cols.f32s[c as usize].len(),
             Shape::F64(c) => cols.f64s[c as usize].len(),
+            // Root columns: one value per closed row.
+            Shape::Wide(_) => self.nodes[0].rows,
             Shape::Bool(c) => cols.bools[c as usize].len(),
             Shape::Bytes(c) => cols.bytes[c as usize].len(),
             Shape::List { list, .. } => cols.lists[list as usize].offsets.len() - 1,
