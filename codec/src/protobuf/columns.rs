@@ -383,6 +383,19 @@ mod tests {
             (&[0, 3][..], &b"abc"[..])
         );
 
+        // Two columns of three rows: column 1, row 2 sits at 1 * 3 + 2.
+        let mut w = Wide::new(2, 3);
+        w.set(1, 2, 7).unwrap();
+        w.set(1, 2, 8).unwrap();
+        w.set(0, 0, 5).unwrap();
+        assert_eq!(w.values, [5, 0, 0, 0, 0, 8]);
+        assert_eq!(w.set(0, 3, 1), Err(DecodeErrorKind::BatchTooLarge));
+        assert_eq!(w.set(2, 0, 1), Err(DecodeErrorKind::BatchTooLarge));
+        w.nulls[1].push(1);
+        w.truncate(1, 1);
+        assert_eq!(w.values, [5, 0, 0, 0, 0, 0]);
+        assert!(w.nulls[1].finish(3).is_none());
+
         let mut bools = Bools {
             values: BooleanBufferBuilder::new(2),
             nulls: Nulls::default(),
