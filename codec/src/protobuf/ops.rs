@@ -5,7 +5,9 @@
 //! where to put it. [`Decoding::apply`] runs it: it reads exactly one value
 //! (or one length-delimited payload) from the cursor and either appends it
 //! to the column (`first`) or overwrites the column's last value (a
-//! repeated occurrence of a singular field: last value wins).
+//! repeated occurrence of a singular field: last value wins). Root-level
+//! 64-bit columns ([`Op::WideF64`], [`Op::WideI64`]) are written at the
+//! open row's index instead, which overwrites by itself.
 
 use arrow::datatypes::TimeUnit;
 
