@@ -20,11 +20,14 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// About the size of `batch`'s encoding: its data plus room for the
-/// framing. Counts only the bytes the arrays use, not whole buffers: the
-/// protobuf decoder's 64-bit columns are slices of one shared buffer,
-/// which `get_array_memory_size` would count once per column.
+/// About the size of `batch`'s encoding, a little more rather than less:
+/// its data plus room for the framing (the schema message, the batch header
+/// and each buffer's padding to 64 bytes: a few hundred bytes per column).
+/// Counts only the bytes the arrays use, not whole buffers: the protobuf
+/// decoder's 64-bit columns are slices of one shared buffer, which
+/// `get_array_memory_size` would count once per column.
 pub fn encoded_size_hint(batch: &RecordBatch) -> usize {
+    const FRAMING_PER_COLUMN: usize = 384;
     let data: usize = batch
         .columns()
         .iter()
@@ -34,7 +37,7 @@ pub fn encoded_size_hint(batch: &RecordBatch) -> usize {
                 .unwrap_or_else(|_| c.get_array_memory_size())
         })
         .sum();
-    data + 1024
+    data + 1024 + FRAMING_PER_COLUMN * batch.num_columns()
 }
 
 /// Appends the encoding of `batch` to `out`, so a caller can put its own

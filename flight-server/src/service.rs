@@ -12,6 +12,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arrow::array::{MutableArrayData, RecordBatch, RecordBatchOptions, make_array};
+use arrow::error::ArrowError;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -111,9 +113,12 @@ impl FlightSqlService for WeirService {
             .await
             .map_err(Error::from)?;
         let schema = stream.schema();
-        let batches = stream.map_err(|e| {
-            arrow_flight::error::FlightError::from(Status::from(Error::Sql(e.into())))
-        });
+        let batches = stream
+            .map_err(|e| Error::Sql(e.into()))
+            .and_then(|batch| async move {
+                own_buffers(batch).map_err(|e| Error::Internal(e.to_string()))
+            })
+            .map_err(|e| arrow_flight::error::FlightError::from(Status::from(e)));
         let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -150,4 +155,27 @@ impl FlightSqlService for WeirService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Gives every column of `batch` buffers of its own where it shares one with
+/// other columns: the protobuf decoder keeps a batch's root-level 64-bit
+/// columns in one buffer, and rows not yet committed are queried as
+/// decoded. The Flight encoder splits batches into messages by buffer
+/// capacity, so it would count a shared buffer once per column and send the
+/// rows in many tiny messages. Only such columns are copied.
+fn own_buffers(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for column in batch.columns() {
+        let data = column.to_data();
+        let used = data.get_slice_memory_size()?;
+        if column.get_buffer_memory_size() <= 2 * used + 4096 {
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        let mut copy = MutableArrayData::new(vec![&data], false, data.len());
+        copy.try_extend(0, 0, data.len())?;
+        columns.push(make_array(copy.freeze()));
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(batch.schema(), columns, &options)
 }

@@ -325,3 +325,51 @@ async fn json_records_ndjson_and_arrays() {
     assert!(status.message().contains("\"id\""), "{}", status.message());
     assert_eq!(server.count("sensors").await, 4);
 }
+
+/// A query over rows not yet committed returns them in a few Flight
+/// messages. The decoder keeps a batch's root doubles in one shared buffer;
+/// a Flight encoder that sized each column by its buffer's capacity would
+/// count that buffer once per column and cut the rows into many tiny
+/// messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_protobuf_rows_come_back_in_few_messages() {
+    const COLUMNS: usize = 64;
+    const ROWS: i64 = 5_000;
+    let server = TestServer::start().await;
+    let columns: Vec<String> = (0..COLUMNS).map(|c| format!("c{c} DOUBLE")).collect();
+    server
+        .sql(&format!("CREATE TABLE wide ({})", columns.join(", ")))
+        .await;
+    let fields: Vec<String> = (0..COLUMNS)
+        .map(|c| format!("double c{c} = {};", c + 1))
+        .collect();
+    let proto = format!(
+        "syntax = \"proto3\"; message Row {{ {} }}",
+        fields.join(" ")
+    );
+    let descriptor = weir_codec::protobuf::descriptor_from_proto_source(&proto, "Row").unwrap();
+    let records: Vec<Vec<u8>> = (0..ROWS)
+        .map(|r| {
+            let mut row = DynamicMessage::new(descriptor.clone());
+            for field in descriptor.fields() {
+                row.set_field(&field, Value::F64(r as f64 + 0.5));
+            }
+            row.encode_to_vec()
+        })
+        .collect();
+    let header = serde_json::json!({"format": "protobuf", "proto": proto, "message": "Row"});
+    let (_, error) = push_records(&server, "wide", header, vec![delimited(&records)]).await;
+    assert!(error.is_none(), "{error:?}");
+
+    let batches = server.sql("SELECT * FROM wide").await;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, ROWS as usize);
+    // 5,000 rows of 64 doubles are 2.5 MB: two 2 MiB messages.
+    assert!(batches.len() <= 4, "{} messages", batches.len());
+    assert_eq!(
+        server
+            .scalar("SELECT CAST(sum(c63) AS BIGINT) FROM wide")
+            .await,
+        (0..ROWS).sum::<i64>() + ROWS / 2
+    );
+}

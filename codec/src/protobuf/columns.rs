@@ -5,7 +5,8 @@
 //! singular field that occurs twice in one record (and oneof switching)
 //! without decoding a record into an intermediate object first. Columns of
 //! one kind live in one arena `Vec` ([`Columns`]), indexed by the slot
-//! numbers the plan assigned.
+//! numbers the plan assigned. The root level's 64-bit columns are the
+//! exception ([`Wide`]): one buffer, written by row index.
 
 use arrow::array::BooleanBufferBuilder;
 use arrow::buffer::{Buffer, NullBuffer};

@@ -54,7 +54,9 @@ pub(crate) struct Decoding<'p> {
 }
 
 impl<'p> Decoding<'p> {
-    /// Fresh builders for about `rows` records.
+    /// Fresh builders for `rows` records: exactly that many for the root's
+    /// [`super::columns::Wide`] columns (more are refused), about as many
+    /// for the rest.
     pub fn new(plan: &'p Plan, rows: usize) -> Self {
         let nodes = plan
             .nodes
@@ -395,6 +397,8 @@ fn fast_run<'b, const UNSEEN: bool, const LEAN: bool>(
             | FastKind::Binary
                 if LEAN =>
             {
+                // Not reached: `Node::lean` rules these kinds out (and the
+                // field is already marked seen here).
                 break;
             }
             FastKind::F64 => {

@@ -89,8 +89,9 @@ pub(crate) struct Node {
     /// first checks whether the next bytes are the tag of the field that
     /// usually comes next, skipping varint decoding and the lookup table.
     pub fast: Vec<FastTag>,
-    /// Whether every fast-path field is a `double`, `int64` or `string`
-    /// (the decode loop then runs a variant with only those cases).
+    /// Whether every fast-path field is a `string` or a root-level
+    /// `double` or `int64` ([`FastKind::WideF64`], [`FastKind::WideI64`]);
+    /// the decode loop then runs a variant with only those cases.
     pub lean: bool,
 }
 

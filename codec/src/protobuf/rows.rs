@@ -4,7 +4,9 @@
 //! Invariant: between rows, every column of a struct level holds exactly
 //! `rows` values, and every list or map column `rows + 1` offsets. While a
 //! row is open, a singular column holds one more value if its field was seen,
-//! and list elements of the open row sit past the last offset.
+//! and list elements of the open row sit past the last offset. (The root's
+//! [`Shape::Wide`] columns are sized for every record up front; their value
+//! for row `r` is at `r`, and their nulls follow the rule above.)
 
 use std::cmp::Ordering;
 
