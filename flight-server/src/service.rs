@@ -162,13 +162,18 @@ impl FlightSqlService for WeirService {
 /// columns in one buffer, and rows not yet committed are queried as
 /// decoded. The Flight encoder splits batches into messages by buffer
 /// capacity, so it would count a shared buffer once per column and send the
-/// rows in many tiny messages. Only such columns are copied.
+/// rows in many tiny messages. Only primitive columns whose buffers are
+/// more than twice what they use are copied.
 fn own_buffers(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     let mut columns = Vec::with_capacity(batch.num_columns());
     for column in batch.columns() {
         let data = column.to_data();
-        let used = data.get_slice_memory_size()?;
-        if column.get_buffer_memory_size() <= 2 * used + 4096 {
+        // The decoder shares buffers between primitive columns only.
+        let shared = column.data_type().is_primitive()
+            && data
+                .get_slice_memory_size()
+                .is_ok_and(|used| column.get_buffer_memory_size() > 2 * used + 4096);
+        if !shared {
             columns.push(Arc::clone(column));
             continue;
         }
@@ -178,4 +183,33 @@ fn own_buffers(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     }
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     RecordBatch::try_new_with_options(batch.schema(), columns, &options)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, ArrayRef, Int64Array, StringViewArray};
+
+    use super::*;
+
+    #[test]
+    fn columns_sharing_a_buffer_get_their_own_and_others_stay() {
+        let big = Int64Array::from_iter_values(0..100_000);
+        let slice: ArrayRef = Arc::new(big.slice(500, 10));
+        let small: ArrayRef = Arc::new(Int64Array::from_iter_values(0..10));
+        let views: ArrayRef = Arc::new(StringViewArray::from_iter_values(
+            (0..10).map(|i| format!("a string longer than twelve bytes {i}")),
+        ));
+        let batch = RecordBatch::try_from_iter([
+            ("slice", Arc::clone(&slice)),
+            ("small", Arc::clone(&small)),
+            ("views", Arc::clone(&views)),
+        ])
+        .unwrap();
+        let owned = own_buffers(batch.clone()).unwrap();
+        assert_eq!(owned, batch);
+        assert!(owned.column(0).get_buffer_memory_size() < 1024);
+        // Columns that own their buffers are passed on as they are.
+        assert!(Arc::ptr_eq(owned.column(1), &small));
+        assert!(Arc::ptr_eq(owned.column(2), &views));
+    }
 }
