@@ -203,7 +203,7 @@ impl DataSet {
         self.records.iter().map(|r| r.len() as u64).sum()
     }
 
-    fn slices(&self) -> impl Iterator<Item = &[u8]> {
+    fn slices(&self) -> impl ExactSizeIterator<Item = &[u8]> {
         self.records.iter().map(Vec::as_slice)
     }
 }

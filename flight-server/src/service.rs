@@ -167,16 +167,17 @@ impl FlightSqlService for WeirService {
 fn own_buffers(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
     let mut columns = Vec::with_capacity(batch.num_columns());
     for column in batch.columns() {
-        let data = column.to_data();
         // The decoder shares buffers between primitive columns only.
         let shared = column.data_type().is_primitive()
-            && data
+            && column
+                .to_data()
                 .get_slice_memory_size()
                 .is_ok_and(|used| column.get_buffer_memory_size() > 2 * used + 4096);
         if !shared {
             columns.push(Arc::clone(column));
             continue;
         }
+        let data = column.to_data();
         let mut copy = MutableArrayData::new(vec![&data], false, data.len());
         copy.try_extend(0, 0, data.len())?;
         columns.push(make_array(copy.freeze()));

@@ -58,8 +58,8 @@ pub enum DecodeErrorKind {
     /// Messages nested deeper than the limit.
     TooDeep(usize),
     /// The batch holds more than 2 GiB of one column's strings, or more than
-    /// 2^31 list elements in one column (or, which the decoder rules out,
-    /// more records than it was sized for).
+    /// 2^31 list elements in one column, or more records than the records'
+    /// iterator said it held.
     BatchTooLarge,
 }
 

@@ -32,6 +32,10 @@ impl Decoding<'_> {
     /// Builds the batch from everything decoded, in the table's schema.
     pub fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch> {
         let rows = self.nodes[0].rows;
+        // Root columns in the shared buffer hold `stride` rows at most.
+        if rows > self.cols.wide.stride && !self.cols.wide.nulls.is_empty() {
+            return Err(invariant("more records than the batch was sized for"));
+        }
         let arrays = self.node_arrays(0, rows)?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(

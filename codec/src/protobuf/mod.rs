@@ -116,11 +116,17 @@ impl ProtoDecoder {
     /// On the first bad record, returns an error naming the record's index
     /// and the field path (`record 3: field .meta.ts: truncated varint`);
     /// nothing of the batch is returned then.
-    pub fn decode<'a, I: IntoIterator<Item = &'a [u8]>>(&self, records: I) -> Result<RecordBatch> {
-        // The exact count sizes the root's columns (see `columns::Wide`).
-        let records: Vec<&[u8]> = records.into_iter().collect();
+    ///
+    /// The iterator's length sizes the root's columns; a batch of more
+    /// records than it said fails.
+    pub fn decode<'a, I>(&self, records: I) -> Result<RecordBatch>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let records = records.into_iter();
         let mut decoding = Decoding::new(&self.plan, records.len());
-        for (index, record) in records.into_iter().enumerate() {
+        for (index, record) in records.enumerate() {
             decoding.record(index, record)?;
         }
         decoding.finish(&self.schema)

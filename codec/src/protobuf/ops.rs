@@ -326,10 +326,8 @@ impl Decoding<'_> {
             Op::U64 { col, .. } => cols.u64s[col as usize].put(0, true),
             Op::F32 { col } => cols.f32s[col as usize].put(0.0, true),
             Op::F64 { col } | Op::F64FromF32 { col } => cols.f64s[col as usize].put(0.0, true),
-            // Zero bits are 0.0 and 0 alike.
-            Op::WideF64 { slot } | Op::WideI64 { slot, .. } => {
-                cols.wide.set(slot, self.nodes[0].rows, 0).map_err(at)?
-            }
+            // Zero already (see `columns::Wide`): 0.0 and 0 alike.
+            Op::WideF64 { .. } | Op::WideI64 { .. } => {}
             Op::Bool { col } => cols.bools[col as usize].put(false, true),
             Op::Utf8 { col } | Op::Binary { col } => {
                 cols.bytes[col as usize].put(b"", true).map_err(at)?

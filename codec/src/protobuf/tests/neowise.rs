@@ -101,3 +101,25 @@ fn shared_buffer_columns_hold_nulls_and_round_trip_through_ipc() {
         encoded.len()
     );
 }
+
+/// An iterator that yields more records than its length said is refused,
+/// not decoded past the end of the shared buffer.
+#[test]
+fn more_records_than_announced_are_refused() {
+    struct Lying<'a>(std::vec::IntoIter<&'a [u8]>);
+    impl<'a> Iterator for Lying<'a> {
+        type Item = &'a [u8];
+        fn next(&mut self) -> Option<&'a [u8]> {
+            self.0.next()
+        }
+    }
+    impl ExactSizeIterator for Lying<'_> {
+        fn len(&self) -> usize {
+            0
+        }
+    }
+    let d = decoder(NEOWISE, "NeowiseRow");
+    // Empty records: every field absent, so nothing is written by index.
+    let records: Vec<&[u8]> = vec![&[], &[]];
+    assert!(d.decode(Lying(records.into_iter())).is_err());
+}
