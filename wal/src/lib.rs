@@ -19,9 +19,10 @@
 //!   fsync per group, then it answers the group; it rotates segments and
 //!   poisons the log on an I/O error.
 //!
-//! Around them: `segment` names segment files and recovers the log on open,
-//! [`Storage`] is the file-system access (a trait, so tests inject faults and
-//! crashes), and [`Wal`] is the handle.
+//! Around them: `segment` names segment files and checks the log on open,
+//! [`Replay`] reads the records back one segment at a time, [`Storage`] is
+//! the file-system access (a trait, so tests inject faults and crashes), and
+//! [`Wal`] is the handle.
 //!
 //! Names say when something is durable: [`Wal::append`] waits for the fsync;
 //! [`Wal::enqueue`] returns at once with a [`PendingAppend`] that resolves
@@ -51,9 +52,14 @@
 //! runtime.block_on(pending)?;
 //! wal.close()?;
 //!
-//! // Reopening replays every record and continues the positions.
+//! // Reopening checks the log, replays every record, one segment in memory
+//! // at a time, and continues the positions.
 //! let (wal, replayed) = Wal::open(dir.path(), WalConfig::default())?;
-//! let payloads: Vec<_> = replayed.iter().map(|r| r.payload.clone()).collect();
+//! assert_eq!(replayed.len(), 2);
+//! let mut payloads = Vec::new();
+//! for record in replayed {
+//!     payloads.push(record?.payload);
+//! }
 //! assert_eq!(payloads, ["hello", "world"]);
 //! assert_eq!(runtime.block_on(wal.append(Bytes::from_static(b"!")))?, WalPosition(3));
 //! # Ok(())
@@ -64,6 +70,7 @@ mod config;
 mod error;
 mod group;
 mod record;
+mod replay;
 mod segment;
 mod storage;
 mod wal;
@@ -76,5 +83,6 @@ pub use bytes::Bytes;
 pub use config::{CorruptionPolicy, WalConfig};
 pub use error::{Error, Result};
 pub use record::{MAX_PAYLOAD_LEN, WalPosition, WalRecord};
+pub use replay::Replay;
 pub use storage::{FsStorage, Storage, StorageFile};
 pub use wal::{PendingAppend, Wal, WalStats};

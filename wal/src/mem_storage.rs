@@ -34,6 +34,8 @@ struct State {
     faults: Faults,
     /// While set, file fsyncs block.
     syncs_held: bool,
+    /// Every file read, in order.
+    reads: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +82,19 @@ impl MemStorage {
         copy
     }
 
+    /// The paths of every [`Storage::read`] so far, in order.
+    pub fn reads(&self) -> Vec<PathBuf> {
+        self.inner.state.lock().reads.clone()
+    }
+
+    /// Changes a file's content in place (as of its last fsync too).
+    pub fn edit(&self, path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut state = self.inner.state.lock();
+        let file = state.files.get_mut(path).expect("no such file");
+        f(&mut file.data);
+        file.durable = file.data.clone();
+    }
+
     fn handle(&self, path: &Path) -> Box<dyn StorageFile> {
         Box::new(MemHandle {
             storage: self.clone(),
@@ -112,7 +127,8 @@ impl Storage for MemStorage {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let state = self.inner.state.lock();
+        let mut state = self.inner.state.lock();
+        state.reads.push(path.to_path_buf());
         let file = state.files.get(path).ok_or_else(|| not_found(path))?;
         Ok(file.data.clone())
     }

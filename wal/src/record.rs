@@ -38,7 +38,7 @@ impl fmt::Display for WalPosition {
     }
 }
 
-/// One record of the log, as [`Wal::open`](crate::Wal::open) replays it.
+/// One record of the log, as a [`Replay`](crate::Replay) yields it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalRecord {
     /// Where the record sits in the log.

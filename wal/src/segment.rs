@@ -7,12 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use tracing::warn;
 
 use crate::record::{self, Defect, SEGMENT_HEADER_LEN};
+use crate::replay::CheckedSegment;
 use crate::storage::{Storage, StorageFile};
-use crate::{CorruptionPolicy, Error, Result, WalPosition, WalRecord};
+use crate::{CorruptionPolicy, Error, Result, WalPosition};
 
 const SUFFIX: &str = ".wal";
 const DIGITS: usize = 20;
@@ -77,16 +77,18 @@ pub(crate) fn create(
 pub(crate) struct Recovered {
     /// All segments, oldest first; the last is active.
     pub segments: Vec<SegmentMeta>,
-    pub records: Vec<WalRecord>,
+    /// The checked segments, oldest first, for [`Replay`](crate::Replay).
+    pub checked: Vec<CheckedSegment>,
     /// Position of the next record to append.
     pub next: WalPosition,
     pub active: ActiveSegment,
 }
 
-/// Opens the log in `dir` (creating it if needed): reads every segment in
-/// order, checks headers, checksums and position continuity, repairs a torn
-/// tail of the newest segment if `policy` allows, and opens the newest
-/// segment for appending.
+/// Opens the log in `dir` (creating it if needed): reads and checks every
+/// segment in order, one at a time (headers, checksums, position continuity),
+/// repairs a torn tail of the newest segment if `policy` allows, and opens the
+/// newest segment for appending. No segment's bytes are kept: the records are
+/// read again by the [`Replay`](crate::Replay).
 pub(crate) fn recover(
     storage: &dyn Storage,
     dir: &Path,
@@ -115,13 +117,13 @@ pub(crate) fn recover(
         let path = active.path.clone();
         return Ok(Recovered {
             segments: vec![SegmentMeta { first, path }],
-            records: Vec::new(),
+            checked: Vec::new(),
             next: first,
             active,
         });
     };
 
-    let mut records = Vec::new();
+    let mut checked = Vec::with_capacity(segments.len());
     let mut next: Option<WalPosition> = None;
     let mut active_len = 0;
     for segment in &segments {
@@ -139,14 +141,18 @@ pub(crate) fn recover(
             ));
         }
         let repair = is_newest && policy == CorruptionPolicy::TruncateTornTail;
-        let bytes = Bytes::from(
-            storage
-                .read(&segment.path)
-                .map_err(|e| Error::io("read segment", &segment.path, e))?,
-        );
-        let end = read_segment(storage, segment, &bytes, repair, &mut records)?;
+        // Dropped at the end of this iteration: one segment in memory at a time.
+        let bytes = storage
+            .read(&segment.path)
+            .map_err(|e| Error::io("read segment", &segment.path, e))?;
+        let end = check_segment(storage, segment, &bytes, repair)?;
         next = Some(end.next);
         active_len = end.len;
+        checked.push(CheckedSegment {
+            meta: segment.clone(),
+            end: end.next,
+            len: end.len,
+        });
     }
     let file = storage
         .open_append(&newest.path)
@@ -159,11 +165,11 @@ pub(crate) fn recover(
             len: active_len,
         },
         segments,
-        records,
+        checked,
     })
 }
 
-/// Where a segment ends after reading (and maybe repairing) it.
+/// Where a segment ends after checking (and maybe repairing) it.
 struct SegmentEnd {
     /// Position after its last record.
     next: WalPosition,
@@ -171,15 +177,14 @@ struct SegmentEnd {
     len: u64,
 }
 
-/// Reads one segment's records into `records`. With `repair`, a defect that
-/// no intact record follows is a torn tail and is cut off (a torn header is
+/// Checks one segment's header and records. With `repair`, a defect that no
+/// intact record follows is a torn tail and is cut off (a torn header is
 /// rewritten); any other defect is [`Error::Corrupt`].
-fn read_segment(
+fn check_segment(
     storage: &dyn Storage,
     segment: &SegmentMeta,
-    bytes: &Bytes,
+    bytes: &[u8],
     repair: bool,
-    records: &mut Vec<WalRecord>,
 ) -> Result<SegmentEnd> {
     match record::decode_segment_header(bytes) {
         Ok(first) if first == segment.first => {}
@@ -216,10 +221,6 @@ fn read_segment(
     loop {
         match record::decode_record(bytes, offset, expected) {
             Ok(Some(decoded)) => {
-                records.push(WalRecord {
-                    position: decoded.position,
-                    payload: bytes.slice(decoded.payload),
-                });
                 offset = decoded.end;
                 expected = expected.next();
             }
@@ -268,7 +269,7 @@ fn rewrite(storage: &dyn Storage, path: &Path, len: u64, tail: &[u8]) -> Result<
         .map_err(|e| Error::io("fsync segment", path, e))
 }
 
-fn corrupt(segment: &SegmentMeta, offset: u64, reason: String) -> Error {
+pub(crate) fn corrupt(segment: &SegmentMeta, offset: u64, reason: String) -> Error {
     Error::Corrupt {
         segment: segment.path.clone(),
         offset,

@@ -16,10 +16,11 @@ use tracing::{debug, info};
 
 use crate::group::GroupBuffer;
 use crate::record::MAX_PAYLOAD_LEN;
+use crate::replay::Replay;
 use crate::segment::{self, SegmentMeta};
 use crate::storage::{FsStorage, Storage};
 use crate::writer::Writer;
-use crate::{Error, Result, WalConfig, WalPosition, WalRecord};
+use crate::{Error, Result, WalConfig, WalPosition};
 
 /// State shared by the [`Wal`] handle and its writer thread.
 #[derive(Debug)]
@@ -61,11 +62,14 @@ pub struct Wal {
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log in `dir`, repairs a torn tail per
-    /// [`WalConfig::corruption`], and returns the log plus every retained
-    /// record in position order (the caller rebuilds its in-memory state from
-    /// them). Replayed payloads share one buffer per segment.
-    pub fn open(dir: &Path, config: WalConfig) -> Result<(Wal, Vec<WalRecord>)> {
+    /// Opens (creating if needed) the log in `dir`: checks every segment, one
+    /// at a time, and repairs a torn tail per [`WalConfig::corruption`], so a
+    /// corrupt log fails here with [`Error::Corrupt`]. Returns the log plus a
+    /// [`Replay`] of every retained record in position order, from which the
+    /// caller rebuilds its in-memory state. The replay reads the segments
+    /// again, one at a time, and never holds more than one in memory;
+    /// replayed payloads share one buffer per segment.
+    pub fn open(dir: &Path, config: WalConfig) -> Result<(Wal, Replay)> {
         Wal::open_with_storage(dir, config, Arc::new(FsStorage))
     }
 
@@ -74,12 +78,13 @@ impl Wal {
         dir: &Path,
         config: WalConfig,
         storage: Arc<dyn Storage>,
-    ) -> Result<(Wal, Vec<WalRecord>)> {
+    ) -> Result<(Wal, Replay)> {
         let recovered = segment::recover(&*storage, dir, config.corruption)?;
         let next = recovered.next;
+        let replay = Replay::new(Arc::clone(&storage), recovered.checked);
         info!(
             dir = %dir.display(),
-            records = recovered.records.len(),
+            records = replay.len(),
             segments = recovered.segments.len(),
             next = %next,
             "WAL opened"
@@ -108,7 +113,7 @@ impl Wal {
             shared,
             writer: Mutex::new(Some(writer)),
         };
-        Ok((wal, recovered.records))
+        Ok((wal, replay))
     }
 
     /// Assigns the next position synchronously (so callers that enqueue in
@@ -132,7 +137,7 @@ impl Wal {
     }
 
     /// Highest position known fsynced: every record at or below it is
-    /// durable. After open, the last replayed position (or the position
+    /// durable. After open, the position of the last retained record (or the position
     /// before the next one, if segment deletion left no records);
     /// [`WalPosition::ZERO`] for a new log.
     pub fn durable_position(&self) -> WalPosition {

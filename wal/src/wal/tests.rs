@@ -5,12 +5,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::*;
+use crate::WalRecord;
 use crate::mem_storage::{Faults, MemStorage};
 
 const MEM_DIR: &str = "/wal";
 
+/// Opens the log on `storage` and replays it whole.
 fn open_mem(storage: &MemStorage, config: WalConfig) -> (Wal, Vec<WalRecord>) {
-    Wal::open_with_storage(Path::new(MEM_DIR), config, Arc::new(storage.clone())).unwrap()
+    let (wal, replay) =
+        Wal::open_with_storage(Path::new(MEM_DIR), config, Arc::new(storage.clone())).unwrap();
+    (wal, replay.collect_all().unwrap())
+}
+
+/// Opens the log in `dir` and replays it whole.
+fn open_dir(dir: &Path, config: WalConfig) -> (Wal, Vec<WalRecord>) {
+    let (wal, replay) = Wal::open(dir, config).unwrap();
+    (wal, replay.collect_all().unwrap())
 }
 
 fn payload(i: u64) -> Bytes {
@@ -34,13 +44,16 @@ fn wal_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Wal>();
     assert_send_sync::<PendingAppend>();
+    assert_send_sync::<Replay>();
 }
 
 #[test]
 fn a_new_log_starts_at_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, records) = Wal::open(dir.path(), WalConfig::default()).unwrap();
-    assert!(records.is_empty());
+    let (wal, replay) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    assert!(replay.is_empty());
+    assert_eq!(replay.len(), 0);
+    assert_eq!(replay.count(), 0);
     assert_eq!(wal.durable_position(), WalPosition::ZERO);
     assert!(dir.path().join("00000000000000000001.wal").is_file());
     assert_eq!(
@@ -81,7 +94,7 @@ fn reopen_replays_every_record_and_continues_positions() {
     let segments = wal.stats().segments;
     assert!(segments > 3, "4 KiB segments must rotate, got {segments}");
 
-    let (wal, records) = Wal::open(dir.path(), WalConfig::for_tests()).unwrap();
+    let (wal, records) = open_dir(dir.path(), WalConfig::for_tests());
     assert_eq!(positions(&records), (1..=100).collect::<Vec<_>>());
     let replayed: Vec<_> = records.iter().map(|r| r.payload.clone()).collect();
     assert_eq!(replayed, written);
@@ -169,7 +182,7 @@ async fn concurrent_appends_on_disk() {
     assert_eq!(stats.appends, 200);
     assert!(stats.fsyncs <= stats.appends);
     wal.close().unwrap();
-    let (_wal, records) = Wal::open(dir.path(), WalConfig::for_tests()).unwrap();
+    let (_wal, records) = open_dir(dir.path(), WalConfig::for_tests());
     assert_eq!(positions(&records), (1..=200).collect::<Vec<_>>());
 }
 
@@ -304,7 +317,7 @@ fn truncate_through_deletes_only_sealed_segments_at_or_below() {
     assert_eq!(wal.truncate_through(WalPosition(before[3] - 1)).unwrap(), 1);
     wal.close().unwrap();
 
-    let (wal, records) = Wal::open(dir.path(), WalConfig::for_tests()).unwrap();
+    let (wal, records) = open_dir(dir.path(), WalConfig::for_tests());
     assert_eq!(positions(&records), (before[3]..=40).collect::<Vec<_>>());
     assert_eq!(wal.durable_position(), WalPosition(40));
 
@@ -332,7 +345,7 @@ fn positions_keep_increasing_when_truncation_leaves_no_records() {
     assert_eq!(wal.stats().segments, 1);
     wal.close().unwrap();
 
-    let (wal, records) = Wal::open(dir.path(), WalConfig::for_tests()).unwrap();
+    let (wal, records) = open_dir(dir.path(), WalConfig::for_tests());
     assert!(records.is_empty());
     assert_eq!(wal.durable_position(), WalPosition(3));
     assert_eq!(block_on(wal.append(payload(4))).unwrap(), WalPosition(4));
@@ -372,7 +385,7 @@ fn drop_flushes_queued_records() {
     for p in pending {
         block_on(p).unwrap();
     }
-    let (_wal, records) = Wal::open(dir.path(), WalConfig::for_tests()).unwrap();
+    let (_wal, records) = open_dir(dir.path(), WalConfig::for_tests());
     assert_eq!(records.len(), 5);
 }
 
