@@ -22,6 +22,11 @@
 //!
 //! Columns are matched by name; the output has the table's column order.
 //! A missing column is all nulls if the table allows nulls, an error if not.
+//!
+//! Filling nulls and unpacking dictionaries allocate far more than the
+//! input holds (a `Null` column has no buffers at all), so [`conform`]
+//! first checks [`conformed_size_estimate`] and the row count against the
+//! [`Limits`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,14 +35,19 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, ne
 use arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, TimeUnit};
 
-use crate::{Error, Result};
+use crate::limits::value_bytes;
+use crate::{Error, Limits, Result};
 
 /// Checks `batch` against `table` and returns it in the table's schema.
 ///
 /// Fails, naming the column, on an unknown or duplicate column, a missing
 /// NOT NULL column, nulls in a NOT NULL column, or a type that cannot be
-/// stored without loss (see the module docs for the rules).
-pub fn conform(batch: &RecordBatch, table: &SchemaRef) -> Result<RecordBatch> {
+/// stored without loss (see the module docs for the rules); fails with
+/// [`Error::LimitExceeded`] before allocating anything if the batch has
+/// more rows than `limits` allow or would take more bytes once conformed.
+pub fn conform(batch: &RecordBatch, table: &SchemaRef, limits: &Limits) -> Result<RecordBatch> {
+    limits.check_rows(batch.num_rows() as u64)?;
+    limits.check_bytes(conformed_size_estimate(batch, table))?;
     let input = batch.schema();
     if input.as_ref() == table.as_ref() {
         check_nulls(batch.columns(), table, batch.num_rows())?;
@@ -73,6 +83,76 @@ pub fn conform(batch: &RecordBatch, table: &SchemaRef) -> Result<RecordBatch> {
         columns,
         &options,
     )?)
+}
+
+/// A high estimate of the bytes the output of [`conform`] takes: columns
+/// kept as they are count what they hold; nulls filled in count a full
+/// column of the table's type; dictionaries count every row as their
+/// longest value; other casts count the input plus a column of the output
+/// type. Cheap: no pass over the rows.
+pub fn conformed_size_estimate(batch: &RecordBatch, table: &Schema) -> u64 {
+    let rows = batch.num_rows() as u64;
+    let input = batch.schema();
+    table
+        .fields()
+        .iter()
+        .map(|field| match input.index_of(field.name()) {
+            Ok(i) => column_estimate(batch.column(i), field.data_type(), rows),
+            Err(_) => rows.saturating_mul(value_bytes(field.data_type())),
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+fn column_estimate(column: &ArrayRef, to: &DataType, rows: u64) -> u64 {
+    let held = held_bytes(column);
+    let filled = rows.saturating_mul(value_bytes(to));
+    match column.data_type() {
+        DataType::Null => filled,
+        from if from == to => held,
+        DataType::Dictionary(_, values_type) => {
+            let values = match column.as_any_dictionary_opt() {
+                Some(dictionary) => dictionary.values(),
+                None => return filled.saturating_add(held),
+            };
+            let longest = match values_type.as_ref() {
+                t if t.is_primitive() || matches!(t, DataType::Boolean) => 0,
+                DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Binary
+                | DataType::LargeBinary
+                | DataType::Utf8View
+                | DataType::BinaryView => longest_value(values),
+                // Nested values: every row may be the whole dictionary.
+                _ => held_bytes(values),
+            };
+            filled.saturating_add(rows.saturating_mul(longest))
+        }
+        _ => filled.saturating_add(held),
+    }
+}
+
+/// The bytes `array` uses (not whole shared buffers).
+fn held_bytes(array: &ArrayRef) -> u64 {
+    array
+        .to_data()
+        .get_slice_memory_size()
+        .unwrap_or_else(|_| array.get_array_memory_size()) as u64
+}
+
+/// The length of the longest string or binary value in `values`.
+fn longest_value(values: &ArrayRef) -> u64 {
+    let Ok(lengths) = arrow::compute::kernels::length::length(values) else {
+        return held_bytes(values);
+    };
+    let longest = match lengths.data_type() {
+        DataType::Int32 => {
+            arrow::compute::max(lengths.as_primitive::<arrow::datatypes::Int32Type>())
+                .map(i64::from)
+        }
+        DataType::Int64 => arrow::compute::max(lengths.as_primitive::<Int64Type>()),
+        _ => None,
+    };
+    longest.map_or(0, |n| n.max(0) as u64)
 }
 
 fn index_by_name(input: &Schema) -> Result<HashMap<&str, usize>> {

@@ -11,6 +11,60 @@ use arrow::error::ArrowError;
 
 pub use crate::protobuf::DecodeErrorKind;
 
+/// Most bytes of one input value (a name, a field path, a message from a
+/// parser) that an error message repeats; the rest is cut, so that every
+/// error fits the trailer limits of gRPC clients.
+pub const MAX_ECHO_BYTES: usize = 200;
+
+/// Shows a string from the input in an error message, quoted and cut to
+/// [`MAX_ECHO_BYTES`] (at a character boundary) with the full length noted.
+///
+/// ```
+/// use weir_codec::Echo;
+/// assert_eq!(Echo("site").to_string(), "\"site\"");
+/// let long = "x".repeat(100_000);
+/// let shown = Echo(&long).to_string();
+/// assert!(shown.len() < 300 && shown.ends_with("... (100000 bytes)"), "{shown}");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Echo<'a>(pub &'a str);
+
+impl fmt::Display for Echo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match cut(self.0) {
+            None => write!(f, "{:?}", self.0),
+            Some(shown) => write!(f, "{shown:?}... ({} bytes)", self.0.len()),
+        }
+    }
+}
+
+/// The first [`MAX_ECHO_BYTES`] of `text` (at a character boundary), or
+/// `None` if it is no longer than that.
+fn cut(text: &str) -> Option<&str> {
+    if text.len() <= MAX_ECHO_BYTES {
+        return None;
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&text[..end])
+}
+
+/// [`Echo`] without the quotes, for text that is a message rather than a
+/// name.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoText<'a>(pub &'a str);
+
+impl fmt::Display for EchoText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match cut(self.0) {
+            None => f.write_str(self.0),
+            Some(shown) => write!(f, "{shown}... ({} bytes)", self.0.len()),
+        }
+    }
+}
+
 /// A `Result` with [`Error`] as its default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -18,42 +72,49 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The input has a column the table does not have.
-    #[error("unknown column {column:?}: the table has no such column")]
+    #[error("unknown column {}: the table has no such column", Echo(.column))]
     UnknownColumn { column: String },
     /// A non-nullable table column is absent from the input.
-    #[error("missing column {column:?}: it is NOT NULL in the table")]
+    #[error("missing column {}: it is NOT NULL in the table", Echo(.column))]
     MissingColumn { column: String },
     /// A column appears twice in the input.
-    #[error("column {column:?} appears more than once")]
+    #[error("column {} appears more than once", Echo(.column))]
     DuplicateColumn { column: String },
     /// A column's type cannot be cast to the table's type without loss.
-    #[error("column {column:?} has type {found}, which cannot be stored losslessly as {expected}")]
+    #[error(
+        "column {} has type {}, which cannot be stored losslessly as {expected}",
+        Echo(.column),
+        EchoText(.found)
+    )]
     IncompatibleType {
         column: String,
         found: String,
         expected: String,
     },
     /// A NOT NULL column holds nulls.
-    #[error("column {column:?} is NOT NULL but {nulls} of {rows} values are null")]
+    #[error(
+        "column {} is NOT NULL but {nulls} of {rows} values are null",
+        Echo(.column)
+    )]
     NullsInNonNullable {
         column: String,
         nulls: usize,
         rows: usize,
     },
     /// A value does not fit the table's type (overflow, or precision lost).
-    #[error("column {column:?}: {reason}")]
+    #[error("column {}: {}", Echo(.column), EchoText(.reason))]
     ValueLoss { column: String, reason: String },
     /// Arrow IPC bytes that do not decode.
-    #[error("invalid Arrow IPC data: {0}")]
+    #[error("invalid Arrow IPC data: {}", EchoText(.0))]
     InvalidIpc(String),
     /// Protobuf descriptor bytes or `.proto` source that do not parse or link.
-    #[error("invalid protobuf descriptor: {0}")]
+    #[error("invalid protobuf descriptor: {}", EchoText(.0))]
     Descriptor(String),
     /// The descriptor does not define the requested message.
-    #[error("message {0:?} not found in the descriptor")]
+    #[error("message {} not found in the descriptor", Echo(.0))]
     MessageNotFound(String),
     /// A descriptor field (or a table column) does not fit the table.
-    #[error("field {path}: {reason}")]
+    #[error("field {}: {}", EchoText(.path), EchoText(.reason))]
     IncompatibleField {
         /// Protobuf field path such as `.meta.ts`, or a column name.
         path: String,
@@ -68,6 +129,18 @@ pub enum Error {
         record: usize,
         /// What is wrong, and where in the record.
         problem: RecordProblem,
+    },
+    /// A request larger than a configured limit (see [`crate::limits`]).
+    #[error("too large: {value} {what}, over the limit of {limit} ({setting})")]
+    LimitExceeded {
+        /// What was counted.
+        what: &'static str,
+        /// What the request declares (or an estimate from it).
+        value: u64,
+        /// The configured limit.
+        limit: u64,
+        /// The setting that holds the limit.
+        setting: &'static str,
     },
     /// Arrow failed on input that passed the checks above: a bug in weir.
     #[error("arrow: {0}")]
@@ -89,9 +162,16 @@ impl Error {
             | Error::Descriptor(_)
             | Error::MessageNotFound(_)
             | Error::IncompatibleField { .. }
-            | Error::Record { .. } => true,
+            | Error::Record { .. }
+            | Error::LimitExceeded { .. } => true,
             Error::Arrow(_) => false,
         }
+    }
+
+    /// True when a configured limit refused the input (the caller should
+    /// be told `RESOURCE_EXHAUSTED`).
+    pub fn is_limit(&self) -> bool {
+        matches!(self, Error::LimitExceeded { .. })
     }
 
     /// The index of the bad record, for record errors.
@@ -134,19 +214,24 @@ impl fmt::Display for RecordProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RecordProblem::Protobuf { path, kind } if path.is_empty() => write!(f, "{kind}"),
-            RecordProblem::Protobuf { path, kind } => write!(f, "field {path}: {kind}"),
-            RecordProblem::MalformedJson(message) => write!(f, "malformed JSON: {message}"),
-            RecordProblem::UnknownField(field) => write!(f, "unknown field {field:?}"),
+            RecordProblem::Protobuf { path, kind } => {
+                write!(f, "field {}: {kind}", EchoText(path))
+            }
+            RecordProblem::MalformedJson(message) => {
+                write!(f, "malformed JSON: {}", EchoText(message))
+            }
+            RecordProblem::UnknownField(field) => write!(f, "unknown field {}", Echo(field)),
             RecordProblem::MissingValue { column } => {
                 write!(
                     f,
-                    "column {column:?}: missing value for a non-nullable column"
+                    "column {}: missing value for a non-nullable column",
+                    Echo(column)
                 )
             }
             RecordProblem::BadValue { column, message } => {
-                write!(f, "column {column:?}: {message}")
+                write!(f, "column {}: {}", Echo(column), EchoText(message))
             }
-            RecordProblem::BadJson(message) => f.write_str(message),
+            RecordProblem::BadJson(message) => EchoText(message).fmt(f),
         }
     }
 }

@@ -10,7 +10,10 @@
 //! in the column's unit.
 //!
 //! Errors name the record (its index from 0) and, where Arrow says so, the
-//! column. The fast path decodes the whole input at once; only when that
+//! column. Before anything is decoded, the input is split into records
+//! without recursion, refusing a record nested deeper than
+//! [`Limits::max_json_depth`], and the record count and a high estimate of
+//! the decoded size are checked against the [`Limits`]. The fast path decodes the whole input at once; only when that
 //! fails are the records decoded one by one to find the first bad one.
 //!
 //! ```
@@ -19,9 +22,10 @@
 //! use weir_codec::json::decode_json;
 //!
 //! let table = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-//! let batch = decode_json(b"{\"id\": 1}\n{\"id\": 2}\n", Arc::clone(&table))?;
+//! let limits = weir_codec::Limits::default();
+//! let batch = decode_json(b"{\"id\": 1}\n{\"id\": 2}\n", Arc::clone(&table), &limits)?;
 //! assert_eq!(batch.num_rows(), 2);
-//! let err = decode_json(b"[{\"id\": 1}, {\"id\": 2, \"x\": 0}]", table).unwrap_err();
+//! let err = decode_json(b"[{\"id\": 1}, {\"id\": 2, \"x\": 0}]", table, &limits).unwrap_err();
 //! assert_eq!(err.to_string(), "record 1: unknown field \"x\"");
 //! # Ok::<(), weir_codec::Error>(())
 //! ```
@@ -35,14 +39,16 @@ use arrow::record_batch::RecordBatch;
 use arrow_json::ReaderBuilder;
 
 use crate::error::{Error, RecordProblem, Result};
+use crate::{Limits, RowWidths};
 
 /// Decodes newline-delimited JSON objects, or one JSON array of objects,
 /// into one batch in `table`'s schema. No partial output on error.
-pub fn decode_json(bytes: &[u8], table: SchemaRef) -> Result<RecordBatch> {
-    let records = split_records(bytes)?;
+pub fn decode_json(bytes: &[u8], table: SchemaRef, limits: &Limits) -> Result<RecordBatch> {
+    let records = split_records(bytes, limits.max_json_depth)?;
     if records.is_empty() {
         return Ok(RecordBatch::new_empty(table));
     }
+    limits.check_records(records.len(), bytes.len(), &RowWidths::of(&table))?;
     match decode_records(&records, &table) {
         Ok(batch) => Ok(batch),
         Err(err) => Err(find_bad_record(&records, &table).unwrap_or(Error::Arrow(err))),
@@ -183,8 +189,9 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
 
 /// Splits the input into top-level JSON values without parsing them: a
 /// whitespace-separated stream, or the elements of one top-level array.
-/// Only brackets, braces and strings (with escapes) are tracked.
-fn split_records(bytes: &[u8]) -> Result<Vec<&[u8]>> {
+/// Only brackets, braces and strings (with escapes) are tracked; a value
+/// nested deeper than `max_depth` is an error.
+fn split_records(bytes: &[u8], max_depth: usize) -> Result<Vec<&[u8]>> {
     let mut records = Vec::new();
     let mut pos = skip_ws(bytes, 0);
     if bytes.get(pos) == Some(&b'[') {
@@ -193,7 +200,7 @@ fn split_records(bytes: &[u8]) -> Result<Vec<&[u8]>> {
             return trailing(bytes, pos + 1, 0).map(|()| records);
         }
         loop {
-            let end = nonempty_value_end(bytes, pos, records.len())?;
+            let end = nonempty_value_end(bytes, pos, records.len(), max_depth)?;
             records.push(&bytes[pos..end]);
             pos = skip_ws(bytes, end);
             match bytes.get(pos) {
@@ -209,7 +216,7 @@ fn split_records(bytes: &[u8]) -> Result<Vec<&[u8]>> {
         }
     }
     while pos < bytes.len() {
-        let end = nonempty_value_end(bytes, pos, records.len())?;
+        let end = nonempty_value_end(bytes, pos, records.len(), max_depth)?;
         records.push(&bytes[pos..end]);
         pos = skip_ws(bytes, end);
     }
@@ -233,7 +240,7 @@ fn skip_ws(bytes: &[u8], mut pos: usize) -> usize {
 
 /// The end (exclusive) of the JSON value starting at `start`; `start`
 /// itself if a delimiter stands there.
-fn value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize> {
+fn value_end(bytes: &[u8], start: usize, record: usize, max_depth: usize) -> Result<usize> {
     let mut depth = 0usize;
     let mut pos = start;
     while pos < bytes.len() {
@@ -243,6 +250,14 @@ fn value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize> {
             }
             b'{' | b'[' => {
                 depth += 1;
+                if depth > max_depth {
+                    return Err(bad(
+                        record,
+                        RecordProblem::MalformedJson(format!(
+                            "nested deeper than {max_depth} levels (limits.max_json_depth)"
+                        )),
+                    ));
+                }
                 pos += 1;
             }
             b'}' | b']' => {
@@ -267,8 +282,13 @@ fn value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize> {
 }
 
 /// Like [`value_end`], but an empty value (a stray `,`, `]` or `}`) is an error.
-fn nonempty_value_end(bytes: &[u8], start: usize, record: usize) -> Result<usize> {
-    match value_end(bytes, start, record)? {
+fn nonempty_value_end(
+    bytes: &[u8],
+    start: usize,
+    record: usize,
+    max_depth: usize,
+) -> Result<usize> {
+    match value_end(bytes, start, record, max_depth)? {
         end if end == start => Err(syntax(record, "expected a JSON value")),
         end => Ok(end),
     }
@@ -322,7 +342,7 @@ mod tests {
 {"id": 2, "meta": {"host": "h"}, "ts": "2024-01-01T00:00:00Z"}
 
   {"id": 3}"#;
-        let batch = decode_json(input, table()).unwrap();
+        let batch = decode_json(input, table(), &Limits::default()).unwrap();
         assert_eq!(batch.num_rows(), 3);
         assert_eq!(batch.schema(), table());
         assert_eq!(
@@ -342,14 +362,29 @@ mod tests {
 
     #[test]
     fn one_array_of_objects() {
-        let batch = decode_json(br#" [ {"id": 1}, {"id": 2, "name": "b,]}"} ] "#, table()).unwrap();
+        let batch = decode_json(
+            br#" [ {"id": 1}, {"id": 2, "name": "b,]}"} ] "#,
+            table(),
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.column(1).as_string::<i32>().value(1), "b,]}");
-        assert_eq!(decode_json(b"[]", table()).unwrap().num_rows(), 0);
-        assert_eq!(decode_json(b"  \n", table()).unwrap().num_rows(), 0);
+        assert_eq!(
+            decode_json(b"[]", table(), &Limits::default())
+                .unwrap()
+                .num_rows(),
+            0
+        );
+        assert_eq!(
+            decode_json(b"  \n", table(), &Limits::default())
+                .unwrap()
+                .num_rows(),
+            0
+        );
         // Objects back to back, no separator.
         assert_eq!(
-            decode_json(br#"{"id":1}{"id":2}"#, table())
+            decode_json(br#"{"id":1}{"id":2}"#, table(), &Limits::default())
                 .unwrap()
                 .num_rows(),
             2
@@ -358,8 +393,12 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_naming_the_field() {
-        let err =
-            decode_json(b"{\"id\": 1}\n{\"id\": 2, \"color\": \"red\"}", table()).unwrap_err();
+        let err = decode_json(
+            b"{\"id\": 1}\n{\"id\": 2, \"color\": \"red\"}",
+            table(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "record 1: unknown field \"color\"");
         assert!(err.is_caller_fault());
         assert_eq!(err.record_index(), Some(1));
@@ -367,13 +406,17 @@ mod tests {
 
     #[test]
     fn missing_non_nullable_is_an_error() {
-        let err =
-            decode_json(b"[{\"id\": 1}, {\"id\": 2}, {\"name\": \"x\"}]", table()).unwrap_err();
+        let err = decode_json(
+            b"[{\"id\": 1}, {\"id\": 2}, {\"name\": \"x\"}]",
+            table(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "record 2: column \"id\": missing value for a non-nullable column"
         );
-        let err = decode_json(b"{\"id\": null}", table()).unwrap_err();
+        let err = decode_json(b"{\"id\": null}", table(), &Limits::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -388,13 +431,22 @@ mod tests {
 
     #[test]
     fn bad_values_name_record_and_column() {
-        let err = decode_json(b"{\"id\": 1}\n{\"id\": \"seven\"}", table()).unwrap_err();
+        let err = decode_json(
+            b"{\"id\": 1}\n{\"id\": \"seven\"}",
+            table(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, Error::Record { record: 1, problem: RecordProblem::BadValue { column, .. } } if column == "id"),
             "{err}"
         );
-        let err =
-            decode_json(b"{\"id\": 1}\n{\"id\": 2, \"ts\": \"yesterday\"}", table()).unwrap_err();
+        let err = decode_json(
+            b"{\"id\": 1}\n{\"id\": 2, \"ts\": \"yesterday\"}",
+            table(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, Error::Record { record: 1, problem: RecordProblem::BadValue { column, .. } } if column == "ts"),
             "{err}"
@@ -402,13 +454,59 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_and_many_records_are_refused_before_decoding() {
+        // A million levels, checked without recursion.
+        let deep = format!(
+            "{{\"tags\": {}{}}}",
+            "[".repeat(1_000_000),
+            "]".repeat(1_000_000)
+        );
+        let err = decode_json(deep.as_bytes(), table(), &Limits::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record 0: malformed JSON: nested deeper than 64 levels (limits.max_json_depth)"
+        );
+        let limits = Limits {
+            max_json_depth: 2,
+            ..Limits::default()
+        };
+        assert!(decode_json(br#"{"id": 1, "tags": ["a"]}"#, table(), &limits).is_ok());
+        assert!(decode_json(br#"{"id": 1, "tags": [["a"]]}"#, table(), &limits).is_err());
+
+        // Every `{}` is a full row of the table.
+        let many = "{\"id\": 1}".repeat(2000);
+        let limits = Limits {
+            max_request_rows: 1000,
+            ..Limits::default()
+        };
+        let err = decode_json(many.as_bytes(), table(), &limits).unwrap_err();
+        assert!(err.is_limit(), "{err}");
+        assert!(err.to_string().contains("2000 rows"), "{err}");
+        let limits = Limits {
+            max_request_bytes: 10_000,
+            ..Limits::default()
+        };
+        let err = decode_json(many.as_bytes(), table(), &limits).unwrap_err();
+        assert!(
+            err.to_string().contains("limits.max_request_bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn malformed_input() {
-        let err = decode_json(b"{\"id\": 1}\n{\"id\": \"unterminated}", table()).unwrap_err();
+        let err = decode_json(
+            b"{\"id\": 1}\n{\"id\": \"unterminated}",
+            table(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "record 1: malformed JSON: unterminated string"
         );
-        let err = decode_json(b"[{\"id\": 1} {\"id\": 2}]", table()).unwrap_err();
+        let err =
+            decode_json(b"[{\"id\": 1} {\"id\": 2}]", table(), &Limits::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -419,7 +517,7 @@ mod tests {
             ),
             "{err}"
         );
-        let err = decode_json(b"[{\"id\": 1}] x", table()).unwrap_err();
+        let err = decode_json(b"[{\"id\": 1}] x", table(), &Limits::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -430,9 +528,9 @@ mod tests {
             ),
             "{err}"
         );
-        let err = decode_json(b"{\"id\": 1}\n{\"id\" 2}", table()).unwrap_err();
+        let err = decode_json(b"{\"id\": 1}\n{\"id\" 2}", table(), &Limits::default()).unwrap_err();
         assert_eq!(err.record_index(), Some(1), "{err}");
-        let err = decode_json(b"{\"id\": 1}\n42", table()).unwrap_err();
+        let err = decode_json(b"{\"id\": 1}\n42", table(), &Limits::default()).unwrap_err();
         assert_eq!(err.record_index(), Some(1), "{err}");
     }
 }

@@ -6,6 +6,10 @@
 //! - [`conform`]: check an incoming Arrow batch against a table schema and
 //!   cast it losslessly into that schema (the Arrow Flight `DoPut` path);
 //! - [`ipc`]: the compact Arrow IPC encoding the write-ahead log stores;
+//! - [`ipc_stream`]: a producer's Arrow IPC messages (Flight `DoPut`),
+//!   checked against the body and the limits before Arrow decodes them;
+//! - [`limits`]: the size budgets every decoder checks before it
+//!   allocates;
 //! - [`protobuf`]: protobuf records with a descriptor given at run time,
 //!   decoded in one pass straight into Arrow columns;
 //! - [`json`]: newline-delimited JSON objects or a JSON array of objects.
@@ -24,7 +28,7 @@
 //!     Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, false)])),
 //!     vec![Arc::new(Int32Array::from(vec![1, 2, 3]))],
 //! )?;
-//! let batch = weir_codec::conform(&input, &table)?;
+//! let batch = weir_codec::conform(&input, &table, &weir_codec::Limits::default())?;
 //! assert_eq!(batch.schema(), table);
 //! # Ok::<(), weir_codec::Error>(())
 //! ```
@@ -32,8 +36,11 @@
 mod conform;
 mod error;
 pub mod ipc;
+pub mod ipc_stream;
 pub mod json;
+pub mod limits;
 pub mod protobuf;
 
-pub use conform::conform;
-pub use error::{Error, RecordProblem, Result};
+pub use conform::{conform, conformed_size_estimate};
+pub use error::{Echo, EchoText, Error, MAX_ECHO_BYTES, RecordProblem, Result};
+pub use limits::{Limits, RowWidths};

@@ -12,9 +12,18 @@
 //! [commit]
 //! interval_ms = 10000
 //! target_bytes = 134217728
-//! tail_budget_bytes = 1073741824
 //! checkpoint_interval = 20
 //! zstd_level = 3
+//!
+//! [limits]
+//! max_request_bytes = 67108864
+//! max_request_rows = 1048576
+//! max_json_depth = 64
+//! max_streams = 10000
+//! tail_budget_bytes = 1073741824
+//! all_tails_budget_bytes = 2147483648
+//! query_memory_bytes = 10307921510   # default: 40% of physical memory
+//! query_memory_per_query_bytes = 5153960755   # default: half of the above
 //! ```
 
 use std::net::SocketAddr;
@@ -23,7 +32,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+use weir_codec::Limits;
 use weir_provider::TableConfig;
+use weir_sql::QueryConfig;
 use weir_wal::WalConfig;
 
 use crate::{Error, Result};
@@ -43,6 +54,8 @@ pub struct Config {
     pub wal: WalSection,
     /// Committer settings.
     pub commit: CommitSection,
+    /// What requests, streams, tails and queries may cost.
+    pub limits: LimitsSection,
 }
 
 /// `[wal]` in the config file.
@@ -61,12 +74,94 @@ pub struct CommitSection {
     pub interval_ms: u64,
     /// Commit as soon as a tail holds this many bytes.
     pub target_bytes: usize,
-    /// Stop reading from producers while a tail holds this many bytes.
-    pub tail_budget_bytes: usize,
     /// Write a Delta checkpoint every this many commits.
     pub checkpoint_interval: u64,
     /// zstd level of the Parquet files.
     pub zstd_level: i32,
+}
+
+/// `[limits]` in the config file: what one request, all streams, the
+/// tails and the queries may cost. Every limit refuses with
+/// `RESOURCE_EXHAUSTED` naming the setting (or, for the tail budgets,
+/// pushes back on producers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Most bytes one request may take once decoded (also the largest
+    /// gRPC message accepted).
+    pub max_request_bytes: usize,
+    /// Most rows or records in one request.
+    pub max_request_rows: usize,
+    /// Deepest nesting of a JSON record.
+    pub max_json_depth: usize,
+    /// Most ingest streams open at once.
+    pub max_streams: usize,
+    /// Stop reading from producers while one table's tail holds this many
+    /// bytes.
+    pub tail_budget_bytes: usize,
+    /// Stop reading from producers while all tails together hold this many
+    /// bytes.
+    pub all_tails_budget_bytes: usize,
+    /// Memory all queries together may reserve. Default: 40% of the
+    /// machine's physical memory.
+    pub query_memory_bytes: Option<usize>,
+    /// Memory one query may reserve. Default: half of `query_memory_bytes`.
+    pub query_memory_per_query_bytes: Option<usize>,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self::from_parts(&Limits::default(), &TableConfig::default())
+    }
+}
+
+impl LimitsSection {
+    fn from_parts(limits: &Limits, table: &TableConfig) -> Self {
+        Self {
+            max_request_bytes: limits.max_request_bytes,
+            max_request_rows: limits.max_request_rows,
+            max_json_depth: limits.max_json_depth,
+            max_streams: 10_000,
+            tail_budget_bytes: table.tail_budget_bytes,
+            all_tails_budget_bytes: table.all_tails_budget_bytes,
+            query_memory_bytes: None,
+            query_memory_per_query_bytes: None,
+        }
+    }
+
+    /// The per-request limits the decoders check.
+    pub fn request_limits(&self) -> Limits {
+        Limits {
+            max_request_bytes: self.max_request_bytes,
+            max_request_rows: self.max_request_rows,
+            max_json_depth: self.max_json_depth,
+        }
+    }
+
+    /// The query pool's size: the setting, or 40% of physical memory.
+    pub fn query_memory_bytes(&self) -> usize {
+        self.query_memory_bytes
+            .unwrap_or_else(|| physical_memory_bytes() / 5 * 2)
+    }
+
+    /// One query's limit: the setting, or half the pool.
+    pub fn query_memory_per_query_bytes(&self) -> usize {
+        self.query_memory_per_query_bytes
+            .unwrap_or_else(|| self.query_memory_bytes() / 2)
+    }
+}
+
+/// The machine's physical memory (`MemTotal` of `/proc/meminfo`); 8 GiB
+/// where that cannot be read.
+fn physical_memory_bytes() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(8 << 30)
 }
 
 impl Default for Config {
@@ -77,6 +172,7 @@ impl Default for Config {
             storage: None,
             wal: WalSection::default(),
             commit: CommitSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -100,7 +196,6 @@ impl From<&TableConfig> for CommitSection {
         Self {
             interval_ms: u64::try_from(t.commit_interval.as_millis()).unwrap_or(u64::MAX),
             target_bytes: t.commit_target_bytes,
-            tail_budget_bytes: t.tail_budget_bytes,
             checkpoint_interval: t.checkpoint_interval,
             zstd_level: t.zstd_level,
         }
@@ -126,6 +221,11 @@ impl Config {
                 segment_bytes: 256 << 10,
             },
             commit: CommitSection::from(&TableConfig::for_tests()),
+            limits: LimitsSection {
+                query_memory_bytes: Some(256 << 20),
+                query_memory_per_query_bytes: Some(128 << 20),
+                ..LimitsSection::from_parts(&Limits::default(), &TableConfig::for_tests())
+            },
         }
     }
 
@@ -157,9 +257,23 @@ impl Config {
         TableConfig {
             commit_interval: Duration::from_millis(self.commit.interval_ms),
             commit_target_bytes: self.commit.target_bytes,
-            tail_budget_bytes: self.commit.tail_budget_bytes,
+            tail_budget_bytes: self.limits.tail_budget_bytes,
+            all_tails_budget_bytes: self.limits.all_tails_budget_bytes,
             checkpoint_interval: self.commit.checkpoint_interval,
             zstd_level: self.commit.zstd_level,
+        }
+    }
+
+    /// Where queries spill: `<data_dir>/spill`.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.data_dir.join("spill")
+    }
+
+    pub(crate) fn query_config(&self) -> QueryConfig {
+        QueryConfig {
+            memory_bytes: self.limits.query_memory_bytes(),
+            per_query_bytes: self.limits.query_memory_per_query_bytes(),
+            spill_dir: Some(self.spill_dir()),
         }
     }
 }
@@ -190,5 +304,21 @@ mod tests {
         assert_eq!(config.storage_url().unwrap().as_str(), "memory:///");
         let err = toml::from_str::<Config>("[commit]\nintervl_ms = 5\n").unwrap_err();
         assert!(err.to_string().contains("intervl_ms"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_can_be_set() {
+        let config = Config::default();
+        assert_eq!(config.limits.request_limits(), Limits::default());
+        let pool = config.limits.query_memory_bytes();
+        assert!(pool > 0 && pool < physical_memory_bytes(), "{pool}");
+        assert_eq!(config.limits.query_memory_per_query_bytes(), pool / 2);
+        let config: Config = toml::from_str(
+            "[limits]\nmax_request_rows = 10\nmax_streams = 3\nquery_memory_bytes = 1000\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.request_limits().max_request_rows, 10);
+        assert_eq!(config.limits.max_streams, 3);
+        assert_eq!(config.limits.query_memory_per_query_bytes(), 500);
     }
 }

@@ -1,8 +1,20 @@
 //! The server's error type, and the one place errors become gRPC statuses.
+//!
+//! The rules, in [`code_of`]: a status that came from upstream (the
+//! client's cancel, a transport failure) keeps its code; a configured limit
+//! is `RESOURCE_EXHAUSTED`; anything the caller's data or SQL caused is
+//! `INVALID_ARGUMENT` (or `NOT_FOUND`, `OUT_OF_RANGE`, ...); what is left is
+//! `INTERNAL` and logged with its cause. Every message is cut to
+//! [`MAX_STATUS_MESSAGE_BYTES`] so that it fits any client's trailer limit.
 
 use std::path::{Path, PathBuf};
 
 use tonic::{Code, Status};
+use weir_codec::EchoText;
+
+/// The most bytes of an error message sent in a status (gRPC clients
+/// commonly refuse trailers over 8 or 16 KiB).
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 2048;
 
 /// A `Result` with [`Error`] as its default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -40,6 +52,26 @@ pub enum Error {
     /// A request was malformed (caller's fault).
     #[error("{0}")]
     BadRequest(String),
+    /// Input that the codec refused: malformed, not fitting the table, or
+    /// over a limit.
+    #[error(transparent)]
+    Input(#[from] weir_codec::Error),
+    /// A status from the transport or the client (a cancel, a broken
+    /// connection), passed on with its code.
+    #[error("{}", EchoText(.0.message()))]
+    Upstream(Status),
+    /// A gRPC message larger than `limits.max_request_bytes`.
+    #[error(
+        "too large: {}; the limit is limits.max_request_bytes (split the request)",
+        EchoText(.0)
+    )]
+    MessageTooLarge(String),
+    /// More ingest streams than `limits.max_streams` at once.
+    #[error(
+        "too many open streams: {open} are open, the limit is {limit} (limits.max_streams); \
+         close idle streams or retry later"
+    )]
+    TooManyStreams { open: usize, limit: usize },
     /// A broken invariant inside weir.
     #[error("internal error: {0}")]
     Internal(String),
@@ -65,17 +97,56 @@ impl Error {
             source,
         }
     }
+
+    /// An error read from the request stream: tonic's own size limit
+    /// becomes [`Error::MessageTooLarge`], any other status is passed on.
+    pub(crate) fn from_input(status: Status) -> Self {
+        if status.code() == Code::OutOfRange
+            && status
+                .message()
+                .starts_with("Error, decoded message length too large")
+        {
+            let detail = status
+                .message()
+                .trim_start_matches("Error, decoded message length too large: ");
+            return Error::MessageTooLarge(format!("a message of {detail}"));
+        }
+        Error::Upstream(status)
+    }
 }
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        Status::new(code_of(&e), e.to_string())
+        let code = code_of(&e);
+        if code == Code::Internal {
+            tracing::error!(error = %e, "internal error");
+        }
+        if let Error::Upstream(status) = e {
+            return status;
+        }
+        Status::new(code, cut(e.to_string()))
     }
+}
+
+/// `message`, cut to [`MAX_STATUS_MESSAGE_BYTES`] at a character boundary.
+fn cut(mut message: String) -> String {
+    if message.len() > MAX_STATUS_MESSAGE_BYTES {
+        let mut end = MAX_STATUS_MESSAGE_BYTES - 16;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("... (cut)");
+    }
+    message
 }
 
 fn code_of(e: &Error) -> Code {
     match e {
         Error::BadRequest(_) => Code::InvalidArgument,
+        Error::Input(e) => input_code(e),
+        Error::Upstream(status) => status.code(),
+        Error::MessageTooLarge(_) | Error::TooManyStreams { .. } => Code::ResourceExhausted,
         Error::OutOfOrder { .. } => Code::OutOfRange,
         Error::ShuttingDown => Code::Unavailable,
         Error::Batch { source, .. } => code_of(source),
@@ -95,9 +166,8 @@ fn table_code(e: &weir_provider::Error) -> Code {
     match e {
         E::TableNotFound { .. } => Code::NotFound,
         E::TableExists { .. } => Code::AlreadyExists,
-        E::InvalidTableName { .. } | E::UnsupportedType { .. } | E::Rows { .. } => {
-            Code::InvalidArgument
-        }
+        E::InvalidTableName { .. } | E::UnsupportedType { .. } => Code::InvalidArgument,
+        E::Rows { source, .. } => input_code(source),
         E::ShuttingDown => Code::Unavailable,
         E::Wal(_)
         | E::MalformedEntry { .. }
@@ -107,11 +177,22 @@ fn table_code(e: &weir_provider::Error) -> Code {
     }
 }
 
+fn input_code(e: &weir_codec::Error) -> Code {
+    if e.is_limit() {
+        Code::ResourceExhausted
+    } else if e.is_caller_fault() {
+        Code::InvalidArgument
+    } else {
+        Code::Internal
+    }
+}
+
 fn sql_code(e: &weir_sql::Error) -> Code {
     use weir_sql::Error as E;
     match e {
         E::Table(e) => table_code(e),
         E::Unsupported(_) => Code::InvalidArgument,
+        E::DataFusion(_) if e.is_resources_exhausted() => Code::ResourceExhausted,
         E::DataFusion(_) if e.is_caller_fault() => Code::InvalidArgument,
         E::DataFusion(_) | E::Server(_) | E::Io(_) => Code::Internal,
     }
@@ -143,5 +224,42 @@ mod tests {
             Status::from(Error::BadRequest("x".into())).code(),
             Code::InvalidArgument
         );
+        let limit = weir_codec::Limits::default()
+            .check_rows(u64::MAX)
+            .unwrap_err();
+        assert_eq!(
+            Status::from(Error::Input(limit)).code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            Status::from(Error::TooManyStreams { open: 3, limit: 3 }).code(),
+            Code::ResourceExhausted
+        );
+    }
+
+    #[test]
+    fn upstream_statuses_keep_their_code() {
+        let cancelled = Error::from_input(Status::cancelled("the client went away"));
+        assert_eq!(Status::from(cancelled).code(), Code::Cancelled);
+        let tonic_limit = Status::out_of_range(
+            "Error, decoded message length too large: found 9000 bytes, the limit is: 100 bytes",
+        );
+        let status = Status::from(Error::from_input(tonic_limit));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("found 9000 bytes"), "{status:?}");
+        assert!(
+            status.message().contains("limits.max_request_bytes"),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn messages_fit_any_trailer_limit() {
+        let name = "x".repeat(100_000);
+        let status = Status::from(Error::Table(weir_provider::Error::TableNotFound { name }));
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().len() < 400, "{}", status.message().len());
+        let status = Status::from(Error::BadRequest("y".repeat(100_000)));
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES);
     }
 }

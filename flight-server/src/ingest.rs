@@ -21,22 +21,31 @@
 //!
 //! A bad batch ends the stream with an error naming the problem; nothing of
 //! it is written, and what came before it is acked first. While a table's
-//! tail is over its memory budget the stream is not read, so gRPC flow
-//! control pushes back on the producer.
+//! tail (or all tails together) is over its memory budget the stream is not
+//! read, so gRPC flow control pushes back on the producer.
+//!
+//! Every request is checked against the [`Limits`] before it is decoded or
+//! cast (see [`weir_codec::limits`]), and at most `limits.max_streams`
+//! streams are open at once. A stream never ends with OK while a request it
+//! sent is unacknowledged: it ends with OK only after the producer finished
+//! and everything is acked, and with an error otherwise (even if its task
+//! failed unexpectedly).
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow_flight::PutResult;
-use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
-use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status};
+use tracing::error;
+use weir_codec::Limits;
+use weir_codec::ipc_stream::{IpcMessage, IpcStreamDecoder};
 use weir_provider::{Catalog, Table};
 use weir_wal::PendingAppend;
 
@@ -52,53 +61,113 @@ const MAX_UNACKED: usize = 1024;
 /// The response stream of `DoPut`.
 pub type AckStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send + 'static>>;
 
-/// Serves one `DoPut` stream.
-pub async fn do_put(
-    catalog: &Catalog,
+/// What every ingest stream shares: the tables, the limits and the count of
+/// open streams.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    catalog: Arc<Catalog>,
+    limits: Limits,
+    streams: Arc<StreamCount>,
     shutdown: watch::Receiver<bool>,
-    request: Request<PeekableFlightDataStream>,
-) -> Result<AckStream> {
-    let header = request
-        .metadata()
-        .get(TABLE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut input = request.into_inner();
-    let descriptor_path = match input.peek().await {
-        Some(Ok(first)) => first
-            .flight_descriptor
-            .as_ref()
-            .and_then(|d| d.path.last().cloned()),
-        Some(Err(status)) => return Err(Error::BadRequest(status.message().to_string())),
-        None => return Err(Error::BadRequest("empty DoPut stream".into())),
-    };
-    let name = header.or(descriptor_path).ok_or_else(|| {
-        Error::BadRequest(format!(
-            "no table named: set the descriptor path or the {TABLE_HEADER} header"
-        ))
-    })?;
-    let name = name.rsplit('.').next().unwrap_or(&name).to_string();
-    let table = catalog.table(&name)?;
+}
 
-    let first_metadata = match input.peek().await {
-        Some(Ok(first)) => first.app_metadata.clone(),
-        _ => bytes::Bytes::new(),
-    };
-    let source = match RecordsHeader::parse(&first_metadata)? {
-        Some(header) => {
-            let decoder = header.decoder(&table)?;
-            let _header_message = input.next().await;
-            Source::Records {
-                input: Box::new(input),
-                decoder,
-            }
+/// Open streams, against `limits.max_streams`.
+#[derive(Debug)]
+struct StreamCount {
+    open: AtomicUsize,
+    limit: usize,
+}
+
+/// One open stream; gives its place back when dropped.
+#[derive(Debug)]
+struct StreamSlot(Arc<StreamCount>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ingest {
+    /// Ingest into `catalog`; streams end when `shutdown` turns true.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        limits: Limits,
+        max_streams: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            catalog,
+            limits,
+            streams: Arc::new(StreamCount {
+                open: AtomicUsize::new(0),
+                limit: max_streams,
+            }),
+            shutdown,
         }
-        None => {
-            let mut decoder = FlightDataDecoder::new(input.map_err(FlightError::from));
-            match decoder.next().await {
-                Some(Ok(message)) => match message.payload {
-                    DecodedPayload::Schema(schema) => {
-                        table.conform(&RecordBatch::new_empty(schema))?;
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.open.load(Ordering::Acquire)
+    }
+
+    fn open_slot(&self) -> Result<StreamSlot> {
+        let limit = self.streams.limit;
+        self.streams
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .map(|_| StreamSlot(Arc::clone(&self.streams)))
+            .map_err(|open| Error::TooManyStreams { open, limit })
+    }
+
+    /// Serves one `DoPut` stream.
+    pub async fn do_put(&self, request: Request<PeekableFlightDataStream>) -> Result<AckStream> {
+        let slot = self.open_slot()?;
+        let header = request
+            .metadata()
+            .get(TABLE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut input = request.into_inner();
+        let descriptor_path = match input.peek().await {
+            Some(Ok(first)) => first
+                .flight_descriptor
+                .as_ref()
+                .and_then(|d| d.path.last().cloned()),
+            Some(Err(status)) => return Err(Error::from_input(status.clone())),
+            None => return Err(Error::BadRequest("empty DoPut stream".into())),
+        };
+        let name = header.or(descriptor_path).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "no table named: set the descriptor path or the {TABLE_HEADER} header"
+            ))
+        })?;
+        let name = name.rsplit('.').next().unwrap_or(&name).to_string();
+        let table = self.catalog.table(&name)?;
+
+        let first_metadata = match input.peek().await {
+            Some(Ok(first)) => first.app_metadata.clone(),
+            _ => bytes::Bytes::new(),
+        };
+        let source = match RecordsHeader::parse(&first_metadata)? {
+            Some(header) => {
+                let decoder = header.decoder(&table, self.limits)?;
+                let _header_message = input.next().await;
+                Source::Records { input, decoder }
+            }
+            None => {
+                let mut decoder = IpcStreamDecoder::new(self.limits);
+                let first = match input.next().await {
+                    Some(Ok(first)) => first,
+                    Some(Err(status)) => return Err(Error::from_input(status)),
+                    None => return Err(Error::BadRequest("empty DoPut stream".into())),
+                };
+                match decoder.decode(&first.data_header, first.data_body)? {
+                    IpcMessage::Schema(schema) => {
+                        table.conform(&RecordBatch::new_empty(schema), &self.limits)?;
                     }
                     _ => {
                         return Err(Error::BadRequest(
@@ -106,38 +175,59 @@ pub async fn do_put(
                                 .into(),
                         ));
                     }
-                },
-                Some(Err(e)) => {
-                    return Err(Error::BadRequest(format!("invalid Flight data: {e}")));
                 }
-                None => return Err(Error::BadRequest("empty DoPut stream".into())),
+                Source::Arrow { input, decoder }
             }
-            Source::Arrow(decoder)
-        }
-    };
+        };
 
-    let (acks, ack_rx) = mpsc::channel(64);
-    acks.send(Ok(ack(-1, 0)))
-        .await
-        .map_err(|_| Error::ShuttingDown)?;
-    tokio::spawn(ingest(table, source, acks, shutdown));
-    Ok(Box::pin(ReceiverStream::new(ack_rx)))
+        let (acks, ack_rx) = mpsc::channel(64);
+        acks.send(Ok(ack(-1, 0)))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        let last_words = acks.clone();
+        let task = tokio::spawn(ingest(
+            table,
+            source,
+            acks,
+            self.shutdown.clone(),
+            self.limits,
+            slot,
+        ));
+        // A task that fails unexpectedly must not end the stream with OK:
+        // the producer would take that as "all done".
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                error!(error = %e, "an ingest stream's task failed");
+                let _ = last_words
+                    .send(Err(Status::internal(
+                        "the stream failed inside the server; reconnect and resend what was not \
+                         acknowledged",
+                    )))
+                    .await;
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(ack_rx)))
+    }
 }
 
 /// Where a stream's requests come from.
 enum Source {
-    /// Arrow IPC batches.
-    Arrow(FlightDataDecoder),
+    /// Arrow IPC messages.
+    Arrow {
+        input: PeekableFlightDataStream,
+        decoder: IpcStreamDecoder,
+    },
     /// Protobuf or JSON records in message bodies (see [`crate::records`]).
     Records {
-        input: Box<PeekableFlightDataStream>,
+        input: PeekableFlightDataStream,
         decoder: RecordDecoder,
     },
 }
 
 /// One request, not yet checked.
 enum Payload {
-    Batch(RecordBatch),
+    /// A record batch message, not yet decoded.
+    Ipc(arrow_flight::FlightData),
     Records(bytes::Bytes),
 }
 
@@ -145,23 +235,23 @@ impl Source {
     /// The next request's `app_metadata` and payload; `None` at the end.
     async fn next(&mut self) -> Result<Option<(bytes::Bytes, Payload)>> {
         match self {
-            Source::Arrow(decoder) => loop {
-                let message = match decoder.next().await {
+            Source::Arrow { input, decoder } => loop {
+                let data = match input.next().await {
                     None => return Ok(None),
-                    Some(Err(e)) => {
-                        return Err(Error::BadRequest(format!("invalid Flight data: {e}")));
-                    }
-                    Some(Ok(message)) => message,
+                    Some(Err(status)) => return Err(Error::from_input(status)),
+                    Some(Ok(data)) => data,
                 };
-                match message.payload {
-                    DecodedPayload::RecordBatch(batch) => {
-                        return Ok(Some((message.inner.app_metadata, Payload::Batch(batch))));
-                    }
-                    DecodedPayload::None => continue,
-                    DecodedPayload::Schema(_) => {
-                        return Err(Error::BadRequest(
-                            "the schema changed within the stream: open a new stream for a new \
-                             schema"
+                if IpcStreamDecoder::is_record_batch(&data.data_header) {
+                    // Decoded with the request, so that its errors name
+                    // its offset.
+                    return Ok(Some((data.app_metadata.clone(), Payload::Ipc(data))));
+                }
+                match decoder.decode(&data.data_header, data.data_body)? {
+                    IpcMessage::Dictionary | IpcMessage::None => continue,
+                    IpcMessage::Schema(_) | IpcMessage::Batch(_) => {
+                        return Err(Error::Internal(
+                            "the decoder returned a schema or a batch for a message that is \
+                             not a record batch"
                                 .into(),
                         ));
                     }
@@ -169,21 +259,29 @@ impl Source {
             },
             Source::Records { input, .. } => match input.next().await {
                 None => Ok(None),
-                Some(Err(status)) => Err(Error::BadRequest(status.message().to_string())),
+                Some(Err(status)) => Err(Error::from_input(status)),
                 Some(Ok(data)) => Ok(Some((data.app_metadata, Payload::Records(data.data_body)))),
             },
         }
     }
 
     /// Turns a payload into rows of the table's schema.
-    fn rows(&self, table: &Table, payload: Payload) -> Result<RecordBatch> {
+    fn rows(&mut self, table: &Table, limits: &Limits, payload: Payload) -> Result<RecordBatch> {
         match (self, payload) {
-            (_, Payload::Batch(batch)) => Ok(table.conform(&batch)?),
+            (Source::Arrow { decoder, .. }, Payload::Ipc(data)) => {
+                match decoder.decode(&data.data_header, data.data_body)? {
+                    IpcMessage::Batch(batch) => Ok(table.conform(&batch, limits)?),
+                    _ => Err(Error::Internal(
+                        "a record batch message did not decode to a batch".into(),
+                    )),
+                }
+            }
             (Source::Records { decoder, .. }, Payload::Records(body)) => {
                 decoder.decode(table, &body)
             }
-            (Source::Arrow(_), Payload::Records(_)) => Err(Error::Internal(
-                "an Arrow stream produced a records payload".into(),
+            (Source::Arrow { .. }, Payload::Records(_))
+            | (Source::Records { .. }, Payload::Ipc(_)) => Err(Error::Internal(
+                "a stream produced a payload of the other kind".into(),
             )),
         }
     }
@@ -204,6 +302,8 @@ async fn ingest(
     mut source: Source,
     acks: mpsc::Sender<Result<PutResult, Status>>,
     mut shutdown: watch::Receiver<bool>,
+    limits: Limits,
+    _slot: StreamSlot,
 ) {
     let (steps, step_rx) = mpsc::channel(MAX_UNACKED);
     let acker = tokio::spawn(acknowledge(step_rx, acks));
@@ -233,11 +333,18 @@ async fn ingest(
                 got: offset,
             });
         }
-        let appended = source.rows(&table, payload).and_then(|batch| {
-            let rows = batch.num_rows() as i64;
-            let pending = table.enqueue_unsynced("", offset, batch)?;
-            Ok((pending, rows))
-        });
+        let appended = match source.rows(&table, &limits, payload) {
+            Ok(batch) => {
+                let rows = batch.num_rows() as i64;
+                let enqueued = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
+                    enqueued = table.enqueue_unsynced("", offset, batch) => enqueued,
+                };
+                enqueued.map(|pending| (pending, rows)).map_err(Error::from)
+            }
+            Err(e) => Err(e),
+        };
         let (pending, rows) = match appended {
             Ok(done) => done,
             Err(e) => {

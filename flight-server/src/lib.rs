@@ -29,7 +29,7 @@ pub mod records;
 mod server;
 mod service;
 
-pub use config::{CommitSection, Config, WalSection};
+pub use config::{CommitSection, Config, LimitsSection, WalSection};
 pub use error::{Error, Result};
 pub use server::Server;
 pub use service::WeirService;

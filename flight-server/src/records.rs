@@ -34,6 +34,7 @@ use weir_codec::protobuf::{
     ProtoDecoder, descriptor_from_descriptor_proto, descriptor_from_file_descriptor_set,
     descriptor_from_proto_source,
 };
+use weir_codec::{Limits, RowWidths};
 use weir_provider::Table;
 
 use crate::{Error, Result};
@@ -62,9 +63,17 @@ pub enum Format {
     Json,
 }
 
-/// Turns request bodies into batches of the table's schema.
+/// Turns request bodies into batches of the table's schema, within the
+/// request limits.
 #[derive(Debug)]
-pub enum RecordDecoder {
+pub struct RecordDecoder {
+    format: Decoder,
+    limits: Limits,
+    widths: RowWidths,
+}
+
+#[derive(Debug)]
+enum Decoder {
     Protobuf(Box<ProtoDecoder>),
     Json(arrow::datatypes::SchemaRef),
 }
@@ -82,10 +91,20 @@ impl RecordsHeader {
     }
 
     /// Builds the decoder for `table`, checking the descriptor against it.
-    pub fn decoder(&self, table: &Table) -> Result<RecordDecoder> {
+    pub fn decoder(&self, table: &Table, limits: Limits) -> Result<RecordDecoder> {
         let schema = Arc::clone(table.schema());
+        let widths = RowWidths::of(&schema);
+        let format = self.format(table, schema)?;
+        Ok(RecordDecoder {
+            format,
+            limits,
+            widths,
+        })
+    }
+
+    fn format(&self, table: &Table, schema: arrow::datatypes::SchemaRef) -> Result<Decoder> {
         match self.format {
-            Format::Json => Ok(RecordDecoder::Json(schema)),
+            Format::Json => Ok(Decoder::Json(schema)),
             Format::Protobuf => {
                 let descriptor = match (
                     &self.descriptor_proto,
@@ -116,21 +135,24 @@ impl RecordsHeader {
                 .map_err(|e| decode_error(table, e))?;
                 let decoder =
                     ProtoDecoder::new(descriptor, schema).map_err(|e| decode_error(table, e))?;
-                Ok(RecordDecoder::Protobuf(Box::new(decoder)))
+                Ok(Decoder::Protobuf(Box::new(decoder)))
             }
         }
     }
 }
 
 impl RecordDecoder {
-    /// Decodes one request body.
+    /// Decodes one request body. The record count and a high estimate of
+    /// the decoded size are checked against the limits first.
     pub fn decode(&self, table: &Table, body: &[u8]) -> Result<RecordBatch> {
-        match self {
-            RecordDecoder::Json(schema) => {
-                decode_json(body, Arc::clone(schema)).map_err(|e| decode_error(table, e))
-            }
-            RecordDecoder::Protobuf(decoder) => {
-                let records = split_delimited(body)?;
+        match &self.format {
+            Decoder::Json(schema) => decode_json(body, Arc::clone(schema), &self.limits)
+                .map_err(|e| decode_error(table, e)),
+            Decoder::Protobuf(decoder) => {
+                let records = split_delimited(body, &self.limits)?;
+                self.limits
+                    .check_records(records.len(), body.len(), &self.widths)
+                    .map_err(|e| decode_error(table, e))?;
                 decoder
                     .decode(records.iter().copied())
                     .map_err(|e| decode_error(table, e))
@@ -140,10 +162,16 @@ impl RecordDecoder {
 }
 
 /// Splits protobuf's delimited framing: `varint length, bytes`, repeated.
-pub fn split_delimited(mut body: &[u8]) -> Result<Vec<&[u8]>> {
+/// Stops with an error past `limits.max_request_rows` records, before the
+/// list of them grows further.
+pub fn split_delimited<'a>(mut body: &'a [u8], limits: &Limits) -> Result<Vec<&'a [u8]>> {
     let mut records = Vec::new();
     while !body.is_empty() {
         let index = records.len();
+        if index == limits.max_request_rows {
+            // One more record than allowed: the count names the minimum.
+            limits.check_rows(index as u64 + 1).map_err(Error::from)?;
+        }
         let (len, prefix) = read_varint(body)
             .ok_or_else(|| Error::BadRequest(format!("record {index}: truncated length prefix")))?;
         let len = usize::try_from(len).unwrap_or(usize::MAX);
@@ -177,15 +205,13 @@ fn base64_field(name: &str, text: &str) -> Result<Vec<u8>> {
         .map_err(|e| Error::BadRequest(format!("{name} is not valid base64: {e}")))
 }
 
-/// The caller's bad records or descriptor, or weir's own failure decoding
-/// them.
-fn decode_error(table: &Table, e: weir_codec::Error) -> Error {
-    let message = format!("table {:?}: {e}", table.name());
-    if e.is_caller_fault() {
-        Error::BadRequest(message)
-    } else {
-        Error::Internal(message)
-    }
+/// The caller's bad records or descriptor, a limit, or weir's own failure
+/// decoding them; the code follows from the codec error.
+fn decode_error(table: &Table, source: weir_codec::Error) -> Error {
+    Error::Table(weir_provider::Error::Rows {
+        table: table.name().to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -195,15 +221,31 @@ mod tests {
     #[test]
     fn delimited_framing() {
         let body = [2, b'a', b'b', 0, 1, b'c'];
-        let records = split_delimited(&body).unwrap();
+        let limits = Limits::default();
+        let records = split_delimited(&body, &limits).unwrap();
         assert_eq!(records, vec![&b"ab"[..], &b""[..], &b"c"[..]]);
-        let err = split_delimited(&[5, b'a']).unwrap_err().to_string();
+        let err = split_delimited(&[5, b'a'], &limits)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "record 0: length prefix 5 runs past the end of the request (1 bytes left)"
         );
-        let err = split_delimited(&[1, b'a', 0x80]).unwrap_err().to_string();
+        let err = split_delimited(&[1, b'a', 0x80], &limits)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "record 1: truncated length prefix");
+        // A million empty records in a megabyte: refused at the limit.
+        let empty = vec![0u8; 1 << 20];
+        let small = Limits {
+            max_request_rows: 1000,
+            ..limits
+        };
+        let err = split_delimited(&empty, &small).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too large: 1001 rows in one request, over the limit of 1000 (limits.max_request_rows)"
+        );
     }
 
     #[test]

@@ -16,8 +16,12 @@ use weir_wal::Wal;
 use crate::node::{DataDirLock, node_id};
 use crate::{Config, Error, Result, WeirService};
 
-/// Flight messages up to this size are accepted (large Arrow batches).
-const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Room for a message's framing (IPC header, app_metadata) beyond the
+/// request bytes the limits allow.
+const MESSAGE_FRAMING_BYTES: usize = 1 << 20;
+
+/// Query results are sent in messages of at most this size.
+const MAX_ENCODING_MESSAGE_BYTES: usize = 256 << 20;
 
 /// A running node.
 #[derive(Debug)]
@@ -39,6 +43,12 @@ impl Server {
         info!(data_dir = %config.data_dir.display(), storage = %storage, node = %node, "starting");
 
         let started = Instant::now();
+        let spill = config.spill_dir();
+        // Spill files of queries that ran before a crash are garbage.
+        if spill.exists() {
+            std::fs::remove_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
+        }
+        std::fs::create_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
         let (wal, records) = Wal::open(&config.data_dir.join("wal"), config.wal_config())?;
         let replayed = records.len();
         let (catalog, replay) =
@@ -49,6 +59,7 @@ impl Server {
             restored = replay.restored,
             already_committed = replay.already_committed,
             orphaned = replay.orphaned,
+            commits = replay.commits,
             ms = started.elapsed().as_millis() as u64,
             "replayed the WAL"
         );
@@ -61,10 +72,15 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::Config(e.to_string()))?;
         let (stop, stopped) = watch::channel(false);
-        let service = WeirService::new(Arc::clone(&catalog), stopped.clone());
+        let service = WeirService::new(Arc::clone(&catalog), &config, stopped.clone())?;
         let flight = FlightServiceServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(
+                config
+                    .limits
+                    .max_request_bytes
+                    .saturating_add(MESSAGE_FRAMING_BYTES),
+            )
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
         let mut until_stopped = stopped;
         let serving = tokio::spawn(async move {
             tonic::transport::Server::builder()

@@ -29,7 +29,8 @@ use tonic::{Request, Response, Status};
 use weir_provider::Catalog;
 use weir_sql::{Prepared, SqlEngine};
 
-use crate::{Error, ingest};
+use crate::ingest::Ingest;
+use crate::{Config, Error};
 
 /// Ticket handles: a query's SQL, or a statement that already ran.
 const QUERY_PREFIX: &[u8] = b"query:";
@@ -38,19 +39,27 @@ const DONE_HANDLE: &[u8] = b"done";
 /// weir's Flight and FlightSQL service.
 #[derive(Debug, Clone)]
 pub struct WeirService {
-    catalog: Arc<Catalog>,
     engine: SqlEngine,
-    shutdown: watch::Receiver<bool>,
+    ingest: Ingest,
 }
 
 impl WeirService {
-    /// A service over `catalog`; streams end when `shutdown` turns true.
-    pub fn new(catalog: Arc<Catalog>, shutdown: watch::Receiver<bool>) -> Self {
-        Self {
-            engine: SqlEngine::new(Arc::clone(&catalog)),
-            catalog,
-            shutdown,
-        }
+    /// A service over `catalog` with the limits of `config`; streams end
+    /// when `shutdown` turns true.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        config: &Config,
+        shutdown: watch::Receiver<bool>,
+    ) -> crate::Result<Self> {
+        Ok(Self {
+            engine: SqlEngine::new(Arc::clone(&catalog), config.query_config())?,
+            ingest: Ingest::new(
+                catalog,
+                config.limits.request_limits(),
+                config.limits.max_streams,
+                shutdown,
+            ),
+        })
     }
 }
 
@@ -150,7 +159,7 @@ impl FlightSqlService for WeirService {
         request: Request<PeekableFlightDataStream>,
         _message: Any,
     ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
-        let acks = ingest::do_put(&self.catalog, self.shutdown.clone(), request).await?;
+        let acks = self.ingest.do_put(request).await?;
         Ok(Response::new(acks.boxed()))
     }
 

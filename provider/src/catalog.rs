@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use url::Url;
 use weir_wal::{Wal, WalPosition, WalRecord};
 
+use crate::budget::TailBudget;
 use crate::table::{Table, TableConfig, app_id};
 use crate::{Error, Result, entry, schema};
 
@@ -27,6 +28,8 @@ pub struct ReplayStats {
     pub already_committed: usize,
     /// Records of tables that no longer exist.
     pub orphaned: usize,
+    /// Commits made during replay because the tails reached their budgets.
+    pub commits: usize,
 }
 
 /// The tables of a node.
@@ -36,6 +39,7 @@ pub struct Catalog {
     node_id: String,
     wal: Arc<Wal>,
     config: TableConfig,
+    budget: Arc<TailBudget>,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     stop: watch::Sender<bool>,
     committers: parking_lot::Mutex<Vec<JoinHandle<()>>>,
@@ -45,12 +49,15 @@ pub struct Catalog {
 
 impl Catalog {
     /// Opens every table under `root`, then puts the WAL records that Delta
-    /// does not have yet back into the tables' tails.
+    /// does not have yet back into the tables' tails, in WAL order. Replay
+    /// stays within the tail budgets: when a tail (or all of them) reaches
+    /// its budget, the tails are committed to Delta before replay goes on,
+    /// so a WAL of any size replays in bounded memory.
     pub async fn open(
         root: Url,
         node_id: String,
         wal: Arc<Wal>,
-        replay: Vec<WalRecord>,
+        replay: impl IntoIterator<Item = weir_wal::Result<WalRecord>>,
         config: TableConfig,
     ) -> Result<(Arc<Self>, ReplayStats)> {
         let root = directory_url(root)?;
@@ -65,6 +72,7 @@ impl Catalog {
             root,
             node_id,
             wal,
+            budget: Arc::new(TailBudget::new(config.all_tails_budget_bytes)),
             config,
             tables: RwLock::new(BTreeMap::new()),
             stop: watch::channel(false).0,
@@ -81,8 +89,16 @@ impl Catalog {
                 }
             }
         }
-        let stats = catalog.replay(replay)?;
+        let stats = catalog.replay(replay).await?;
+        if stats.commits > 0 {
+            catalog.truncate_wal();
+        }
         Ok((catalog, stats))
+    }
+
+    /// The budget all tails share.
+    pub fn budget(&self) -> &Arc<TailBudget> {
+        &self.budget
     }
 
     /// The storage root the tables live under.
@@ -256,11 +272,13 @@ impl Catalog {
         let catalog = Arc::downgrade(self);
         let mut stop = self.stop.subscribe();
         let interval = self.config.commit_interval;
+        let budget = Arc::clone(&self.budget);
         let handle = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
                     _ = table.commit_wanted.notified() => {}
+                    _ = budget.full.notified() => {}
                     _ = stop.wait_for(|stopped| *stopped) => return,
                 }
                 if table.is_dropped() {
@@ -305,7 +323,10 @@ impl Catalog {
         }
     }
 
-    fn replay(&self, records: Vec<WalRecord>) -> Result<ReplayStats> {
+    async fn replay(
+        &self,
+        records: impl IntoIterator<Item = weir_wal::Result<WalRecord>>,
+    ) -> Result<ReplayStats> {
         let by_id: HashMap<String, Arc<Table>> = self
             .tables
             .read()
@@ -314,6 +335,7 @@ impl Catalog {
             .collect();
         let mut stats = ReplayStats::default();
         for record in records {
+            let record = record?;
             let malformed = |reason| Error::MalformedEntry {
                 position: record.position,
                 reason,
@@ -330,6 +352,28 @@ impl Catalog {
             let entry = entry::decode(&record.payload).map_err(malformed)?;
             table.restore(record.position, entry.batch, record.payload.len());
             stats.restored += 1;
+            // Every record of every table up to this one is restored, so a
+            // commit through this position is exact.
+            let over_own = table.tail_bytes() >= self.config.tail_budget_bytes;
+            if over_own || !self.budget.has_room() {
+                let full: Vec<&Arc<Table>> = if over_own {
+                    vec![table]
+                } else {
+                    by_id.values().collect()
+                };
+                for table in full {
+                    if let Some(done) = table.commit_upto(record.position).await? {
+                        info!(
+                            table = table.name(),
+                            version = done.version,
+                            rows = done.rows,
+                            through = %done.through,
+                            "committed during replay: the replayed tail reached its budget"
+                        );
+                        stats.commits += 1;
+                    }
+                }
+            }
         }
         Ok(stats)
     }
@@ -374,6 +418,7 @@ impl Catalog {
             &self.node_id,
             Arc::clone(&self.wal),
             self.config.clone(),
+            Arc::clone(&self.budget),
         )
     }
 

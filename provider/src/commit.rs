@@ -38,15 +38,22 @@ impl Table {
     /// commit. One commit runs at a time per table; ingest and queries go on
     /// meanwhile.
     pub async fn commit(&self) -> Result<Option<CommitOutcome>> {
+        self.commit_upto(self.wal.durable_position()).await
+    }
+
+    /// Commits the tail's records at or below `through`, with `through` as
+    /// the `txn` version: the caller guarantees that every record of this
+    /// table at or below it is durable and in the tail (true of the WAL's
+    /// durable position, and of the last record replayed on start).
+    pub(crate) async fn commit_upto(&self, through: WalPosition) -> Result<Option<CommitOutcome>> {
         let _one_at_a_time = self.commit_lock.lock().await;
-        let (delta, batches, through) = {
+        let (delta, batches) = {
             let state = self.state.lock();
-            let durable = self.wal.durable_position();
-            let batches = state.durable_tail(durable);
+            let batches = state.durable_tail(through);
             if batches.is_empty() {
                 return Ok(None);
             }
-            (state.delta.clone(), batches, durable)
+            (state.delta.clone(), batches)
         };
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let started = Instant::now();

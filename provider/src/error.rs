@@ -4,6 +4,7 @@
 //! table, rows that do not fit) from what went wrong underneath (storage,
 //! Delta, the WAL).
 
+use weir_codec::Echo;
 use weir_wal::WalPosition;
 
 /// A `Result` with [`Error`] as its default error.
@@ -13,19 +14,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A table name that weir does not accept.
-    #[error("invalid table name {name:?}: {reason}")]
+    #[error("invalid table name {}: {reason}", Echo(.name))]
     InvalidTableName { name: String, reason: &'static str },
     /// No table of that name.
-    #[error("table {name:?} not found")]
+    #[error("table {} not found", Echo(.name))]
     TableNotFound { name: String },
     /// CREATE TABLE for a name that exists.
-    #[error("table {name:?} already exists")]
+    #[error("table {} already exists", Echo(.name))]
     TableExists { name: String },
     /// A column type that a Delta table cannot hold.
-    #[error("column {column:?}: type {data_type} is not supported by Delta tables")]
+    #[error(
+        "column {}: type {data_type} is not supported by Delta tables",
+        Echo(.column)
+    )]
     UnsupportedType { column: String, data_type: String },
     /// Rows that do not fit the table.
-    #[error("table {table:?}: {source}")]
+    #[error("table {}: {source}", Echo(.table))]
     Rows {
         table: String,
         #[source]
@@ -41,7 +45,7 @@ pub enum Error {
         reason: String,
     },
     /// The Delta table or its storage failed.
-    #[error("delta table {table:?}: {source}")]
+    #[error("delta table {}: {source}", Echo(.table))]
     Delta {
         table: String,
         #[source]

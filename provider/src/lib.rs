@@ -8,6 +8,7 @@
 //!   [`Table::enqueue_unsynced`]; queries call [`Table::cut`]; the committer
 //!   calls [`Table::commit`].
 //! - [`TableScanProvider`]: the DataFusion `TableProvider` over a table.
+//! - [`TailBudget`]: the byte budget all tables' tails share.
 //! - [`entry`]: the payload a table writes into the WAL.
 //! - [`schema`]: SQL and Delta types and their canonical Arrow form.
 //!
@@ -32,7 +33,8 @@
 //!     Arc::clone(table.schema()),
 //!     vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
 //! )?;
-//! table.enqueue_unsynced("", 0, table.conform(&rows)?)?.await?; // durable and visible
+//! let rows = table.conform(&rows, &weir_codec::Limits::default())?;
+//! table.enqueue_unsynced("", 0, rows).await?.await?; // durable and visible
 //! assert_eq!(table.cut().tail.len(), 1);
 //!
 //! let commit = table.commit().await?.expect("rows to commit");
@@ -43,6 +45,7 @@
 //! # }
 //! ```
 
+mod budget;
 mod catalog;
 mod commit;
 pub mod entry;
@@ -51,6 +54,7 @@ mod scan;
 pub mod schema;
 mod table;
 
+pub use budget::TailBudget;
 pub use catalog::{Catalog, ReplayStats, validate_name};
 pub use commit::CommitOutcome;
 pub use error::{Error, Result};

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use weir_wal::{PendingAppend, Wal, WalPosition};
 
+use crate::budget::TailBudget;
 use crate::{Error, Result, entry};
 
 /// How a table buffers and commits. `Default` is for production,
@@ -34,6 +35,9 @@ pub struct TableConfig {
     pub commit_target_bytes: usize,
     /// Stop reading from producers while the tail holds this many bytes.
     pub tail_budget_bytes: usize,
+    /// Stop reading from producers while all tables' tails together hold
+    /// this many bytes (see [`TailBudget`]).
+    pub all_tails_budget_bytes: usize,
     /// Write a Delta checkpoint every this many commits.
     pub checkpoint_interval: u64,
     /// zstd level of the Parquet files.
@@ -46,6 +50,7 @@ impl Default for TableConfig {
             commit_interval: Duration::from_secs(10),
             commit_target_bytes: 128 << 20,
             tail_budget_bytes: 1 << 30,
+            all_tails_budget_bytes: 2 << 30,
             checkpoint_interval: 20,
             zstd_level: 3,
         }
@@ -59,6 +64,7 @@ impl TableConfig {
             commit_interval: Duration::from_millis(200),
             commit_target_bytes: 256 << 10,
             tail_budget_bytes: 4 << 20,
+            all_tails_budget_bytes: 16 << 20,
             checkpoint_interval: 5,
             zstd_level: 1,
         }
@@ -74,6 +80,8 @@ pub struct Table {
     pub(crate) schema: SchemaRef,
     pub(crate) wal: Arc<Wal>,
     pub(crate) config: TableConfig,
+    /// The budget of all tables' tails together.
+    pub(crate) budget: Arc<TailBudget>,
     pub(crate) state: Mutex<State>,
     /// Signalled whenever the tail shrinks (or the table is dropped).
     room: Notify,
@@ -145,6 +153,10 @@ pub struct TableStats {
 }
 
 impl Table {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private constructor, called once, with the catalog's parts"
+    )]
     pub(crate) fn new(
         name: String,
         delta: DeltaTable,
@@ -153,6 +165,7 @@ impl Table {
         node_id: &str,
         wal: Arc<Wal>,
         config: TableConfig,
+        budget: Arc<TailBudget>,
     ) -> Result<Self> {
         let id = delta
             .snapshot()
@@ -167,6 +180,7 @@ impl Table {
             schema,
             wal,
             config,
+            budget,
             state: Mutex::new(State {
                 delta,
                 committed_through,
@@ -190,21 +204,25 @@ impl Table {
         &self.schema
     }
 
-    /// Checks rows against the table and casts them into its schema.
-    pub fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        weir_codec::conform(batch, &self.schema).map_err(|source| Error::Rows {
+    /// Checks rows against the table and casts them into its schema,
+    /// within `limits` (see [`weir_codec::conform`]).
+    pub fn conform(&self, batch: &RecordBatch, limits: &weir_codec::Limits) -> Result<RecordBatch> {
+        weir_codec::conform(batch, &self.schema, limits).map_err(|source| Error::Rows {
             table: self.name.clone(),
             source,
         })
     }
 
-    /// Waits until the tail has room under its byte budget. Ingest calls
-    /// this before reading the next request from a producer, so a full
-    /// tail turns into gRPC flow control instead of unbounded memory.
+    /// Waits until the tail has room under its own byte budget and all
+    /// tails together under theirs. Ingest calls this before reading the
+    /// next request from a producer, so a full tail turns into gRPC flow
+    /// control instead of unbounded memory.
     pub async fn wait_for_room(&self) -> Result<()> {
         loop {
-            let mut notified = pin!(self.room.notified());
-            notified.as_mut().enable();
+            let mut table_room = pin!(self.room.notified());
+            table_room.as_mut().enable();
+            let mut any_room = pin!(self.budget.room.notified());
+            any_room.as_mut().enable();
             {
                 let state = self.state.lock();
                 if state.dropped {
@@ -212,19 +230,31 @@ impl Table {
                         name: self.name.clone(),
                     });
                 }
-                if state.tail_bytes < self.config.tail_budget_bytes {
+                let own = state.tail_bytes < self.config.tail_budget_bytes;
+                if own && self.budget.has_room() {
                     return Ok(());
+                }
+                if own {
+                    // Another table holds the memory: every committer with
+                    // rows commits.
+                    self.budget.full.notify_waiters();
                 }
             }
             self.commit_wanted.notify_one();
-            notified.await;
+            tokio::select! {
+                _ = table_room => {}
+                _ = any_room => {}
+            }
         }
     }
 
-    /// Writes `batch` (already conformed) to the WAL and the tail. Returns
-    /// at once; the rows are durable, visible and ackable when the returned
-    /// [`PendingAppend`] resolves.
-    pub fn enqueue_unsynced(
+    /// Writes `batch` (already conformed) to the WAL and the tail, waiting
+    /// first for room in the tail budgets (see [`Table::wait_for_room`]):
+    /// the tails overshoot their budgets by at most this one request.
+    /// Returns once the write is queued, before it is durable: the rows are
+    /// durable, visible and ackable when the returned [`PendingAppend`]
+    /// resolves.
+    pub async fn enqueue_unsynced(
         &self,
         stream: &str,
         offset_id: i64,
@@ -238,26 +268,43 @@ impl Table {
         // The IPC size is the data's size; `get_array_memory_size` would
         // count a buffer shared by several columns once per column.
         let bytes = payload.len();
-        let mut state = self.state.lock();
-        if state.dropped {
-            return Err(Error::TableNotFound {
-                name: self.name.clone(),
-            });
+        loop {
+            self.wait_for_room().await?;
+            let mut state = self.state.lock();
+            if state.dropped {
+                return Err(Error::TableNotFound {
+                    name: self.name.clone(),
+                });
+            }
+            if state.tail_bytes >= self.config.tail_budget_bytes {
+                continue;
+            }
+            if !self.budget.try_admit(bytes) {
+                continue;
+            }
+            let pending = match self.wal.enqueue(payload) {
+                Ok(pending) => pending,
+                Err(e) => {
+                    drop(state);
+                    self.budget.release(bytes);
+                    return Err(e.into());
+                }
+            };
+            state.push(pending.position(), batch, bytes);
+            let full = state.tail_bytes >= self.config.commit_target_bytes;
+            drop(state);
+            if full {
+                self.commit_wanted.notify_one();
+            }
+            return Ok(pending);
         }
-        let pending = self.wal.enqueue(payload)?;
-        state.push(pending.position(), batch, bytes);
-        let full = state.tail_bytes >= self.config.commit_target_bytes;
-        drop(state);
-        if full {
-            self.commit_wanted.notify_one();
-        }
-        Ok(pending)
     }
 
     /// Puts a replayed WAL record back in the tail (the caller has checked
     /// that Delta does not hold it).
     pub(crate) fn restore(&self, position: WalPosition, batch: RecordBatch, bytes: usize) {
         self.state.lock().push(position, batch, bytes);
+        self.budget.add(bytes);
     }
 
     /// The Delta snapshot and the durable tail above it, read atomically.
@@ -283,24 +330,38 @@ impl Table {
     /// Drops the rows Delta now holds and wakes producers waiting for room.
     pub(crate) fn finish_commit(&self, delta: DeltaTable, through: WalPosition) {
         let mut state = self.state.lock();
+        let mut freed = 0;
         while state.tail.front().is_some_and(|e| e.position <= through) {
             let entry = state.tail.pop_front().expect("front exists");
             state.tail_bytes -= entry.bytes;
+            freed += entry.bytes;
         }
         state.delta = delta;
         state.committed_through = through;
         drop(state);
+        self.budget.release(freed);
         self.room.notify_waiters();
     }
 
+    /// Marks the table dropped and gives its tail's memory back.
     pub(crate) fn mark_dropped(&self) {
-        self.state.lock().dropped = true;
+        let mut state = self.state.lock();
+        state.dropped = true;
+        state.tail.clear();
+        let freed = std::mem::take(&mut state.tail_bytes);
+        drop(state);
+        self.budget.release(freed);
         self.room.notify_waiters();
         self.commit_wanted.notify_one();
     }
 
     pub(crate) fn is_dropped(&self) -> bool {
         self.state.lock().dropped
+    }
+
+    /// Bytes in the tail now.
+    pub(crate) fn tail_bytes(&self) -> usize {
+        self.state.lock().tail_bytes
     }
 
     /// Current sizes.

@@ -1,5 +1,6 @@
 //! Running SQL over a node's tables.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -9,6 +10,8 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::error::Result as DFResult;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
@@ -16,12 +19,39 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::TryStreamExt;
 use weir_provider::{Catalog, TableScanProvider};
 
+use crate::memory::{QueryPool, SharedPool};
 use crate::{Error, Result};
+
+/// How much memory and disk queries may use.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// All queries together (`limits.query_memory_bytes`).
+    pub memory_bytes: usize,
+    /// One query (`limits.query_memory_per_query_bytes`).
+    pub per_query_bytes: usize,
+    /// Where queries spill; `None` turns spilling off.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl QueryConfig {
+    /// 256 MiB for all queries, 128 MiB each, no spilling.
+    pub fn for_tests() -> Self {
+        Self {
+            memory_bytes: 256 << 20,
+            per_query_bytes: 128 << 20,
+            spill_dir: None,
+        }
+    }
+}
 
 /// Runs SQL statements against a [`Catalog`].
 #[derive(Debug, Clone)]
 pub struct SqlEngine {
     catalog: Arc<Catalog>,
+    pool: Arc<SharedPool>,
+    per_query_bytes: usize,
+    /// Disk manager and caches shared by every query.
+    runtime: Arc<RuntimeEnv>,
 }
 
 /// A statement planned but not run, or a statement already done.
@@ -58,9 +88,32 @@ pub enum Outcome {
 }
 
 impl SqlEngine {
-    /// An engine over `catalog`.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self { catalog }
+    /// An engine over `catalog` whose queries use at most what `config`
+    /// allows. Fails if the spill directory cannot be set up.
+    pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Result<Self> {
+        let mode = match &config.spill_dir {
+            Some(dir) => DiskManagerMode::Directories(vec![dir.clone()]),
+            None => DiskManagerMode::Disabled,
+        };
+        let runtime = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode))
+            .build_arc()?;
+        Ok(Self {
+            catalog,
+            pool: Arc::new(SharedPool::new(config.memory_bytes)),
+            per_query_bytes: config.per_query_bytes,
+            runtime,
+        })
+    }
+
+    /// The memory all queries share.
+    pub fn pool(&self) -> &Arc<SharedPool> {
+        &self.pool
+    }
+
+    /// The directories queries spill to (empty if spilling is off).
+    pub fn spill_dirs(&self) -> Vec<PathBuf> {
+        self.runtime.disk_manager.temp_dir_paths()
     }
 
     /// The catalog this engine queries.
@@ -68,13 +121,20 @@ impl SqlEngine {
         &self.catalog
     }
 
-    /// A DataFusion session whose default schema is this node's tables.
+    /// A DataFusion session whose default schema is this node's tables,
+    /// with a memory pool of its own (see [`crate::memory`]). One per
+    /// statement.
     pub fn context(&self) -> SessionContext {
         let config = SessionConfig::new().with_information_schema(true).set_bool(
             "datafusion.execution.parquet.schema_force_view_types",
             false,
         );
-        let context = SessionContext::new_with_config(config);
+        let pool = QueryPool::new(Arc::clone(&self.pool), self.per_query_bytes);
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .unwrap_or_else(|_| Arc::clone(&self.runtime));
+        let context = SessionContext::new_with_config_rt(config, runtime);
         let schema = Arc::new(WeirSchema {
             catalog: Arc::clone(&self.catalog),
         });
@@ -218,5 +278,61 @@ impl SchemaProvider for WeirSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.catalog.table(name).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn engine(config: QueryConfig) -> (SqlEngine, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, replay) =
+            weir_wal::Wal::open(&dir.path().join("wal"), weir_wal::WalConfig::for_tests()).unwrap();
+        let root = url::Url::from_directory_path(dir.path().join("tables")).unwrap();
+        let (catalog, _) = Catalog::open(
+            root,
+            "n".into(),
+            Arc::new(wal),
+            replay,
+            weir_provider::TableConfig::for_tests(),
+        )
+        .await
+        .unwrap();
+        (SqlEngine::new(catalog, config).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn queries_spill_under_the_given_directory_and_stop_at_their_limit() {
+        let spill = tempfile::tempdir().unwrap();
+        let (engine, _dir) = engine(QueryConfig {
+            memory_bytes: 64 << 20,
+            per_query_bytes: 16 << 20,
+            spill_dir: Some(spill.path().to_path_buf()),
+        })
+        .await;
+        let dirs = engine.spill_dirs();
+        assert!(!dirs.is_empty());
+        assert!(dirs.iter().all(|d| d.starts_with(spill.path())), "{dirs:?}");
+
+        let err = engine
+            .run(
+                "SELECT length(string_agg(repeat('x', 10000), '')) FROM \
+                 generate_series(1, 10000) AS t(v)",
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_resources_exhausted(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("limits.query_memory_per_query_bytes"),
+            "{err}"
+        );
+        assert_eq!(
+            engine.pool().used(),
+            0,
+            "the failed query gave its memory back"
+        );
+        assert!(engine.run("SELECT 1").await.is_ok());
     }
 }

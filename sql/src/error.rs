@@ -26,17 +26,33 @@ pub enum Error {
 }
 
 impl Error {
+    /// True if a memory limit stopped the query (see [`crate::memory`]).
+    pub fn is_resources_exhausted(&self) -> bool {
+        matches!(self, Error::DataFusion(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)))
+    }
+
     /// True if the statement was wrong, false if weir failed running it.
     pub fn is_caller_fault(&self) -> bool {
         match self {
             Error::Unsupported(_) => true,
-            Error::DataFusion(e) => matches!(
-                e.find_root(),
+            Error::DataFusion(e) => match e.find_root() {
                 DataFusionError::Plan(_)
-                    | DataFusionError::SQL(..)
-                    | DataFusionError::SchemaError(..)
-                    | DataFusionError::NotImplemented(_)
-            ),
+                | DataFusionError::SQL(..)
+                | DataFusionError::SchemaError(..)
+                | DataFusionError::NotImplemented(_)
+                // Raised by functions and operators on the values of the
+                // query (bad arguments, overflow), not by I/O.
+                | DataFusionError::Execution(_) => true,
+                DataFusionError::ArrowError(e, _) => matches!(
+                    e.as_ref(),
+                    arrow::error::ArrowError::CastError(_)
+                        | arrow::error::ArrowError::ParseError(_)
+                        | arrow::error::ArrowError::DivideByZero
+                        | arrow::error::ArrowError::ArithmeticOverflow(_)
+                        | arrow::error::ArrowError::InvalidArgumentError(_)
+                ),
+                _ => false,
+            },
             Error::Table(e) => e.is_caller_fault(),
             Error::Server(_) | Error::Io(_) => false,
         }

@@ -4,7 +4,8 @@
 //! - [`SqlEngine`]: runs one SQL statement against a [`Catalog`]. Queries
 //!   go to DataFusion over each table's [`TableScanProvider`]; `CREATE
 //!   TABLE` and `DROP TABLE` create and delete Delta tables; `SHOW TABLES`
-//!   and `DESCRIBE` come from DataFusion's information schema.
+//!   and `DESCRIBE` come from DataFusion's information schema. Each query
+//!   runs in a bounded memory pool ([`memory`]).
 //! - [`cli`]: the interactive client, which talks FlightSQL to a server.
 //!
 //! ```
@@ -16,9 +17,9 @@
 //! # let root = url::Url::from_directory_path(dir.path().join("tables")).unwrap();
 //! # let (catalog, _) = weir_provider::Catalog::open(
 //! #     root, "n".into(), Arc::new(wal), replay, weir_provider::TableConfig::for_tests()).await?;
-//! use weir_sql::{Outcome, SqlEngine};
+//! use weir_sql::{Outcome, QueryConfig, SqlEngine};
 //!
-//! let engine = SqlEngine::new(catalog);
+//! let engine = SqlEngine::new(catalog, QueryConfig::for_tests())?;
 //! engine.run("CREATE TABLE sensors (id BIGINT NOT NULL, site VARCHAR)").await?;
 //! let Outcome::Rows(batches) = engine.run("SELECT count(*) AS n FROM sensors").await? else {
 //!     unreachable!()
@@ -35,6 +36,7 @@
 pub mod cli;
 mod engine;
 mod error;
+pub mod memory;
 
-pub use engine::{Outcome, Prepared, SqlEngine};
+pub use engine::{Outcome, Prepared, QueryConfig, SqlEngine};
 pub use error::{Error, Result};

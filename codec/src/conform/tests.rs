@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    DictionaryArray, Float64Array, Int32Array, Int64Array, LargeStringArray, NullArray,
-    StringArray, StringViewArray, TimestampMicrosecondArray, TimestampNanosecondArray, UInt64Array,
+    AsArray, DictionaryArray, Float64Array, Int8Array, Int32Array, Int64Array, LargeStringArray,
+    NullArray, StringArray, StringViewArray, TimestampMicrosecondArray, TimestampNanosecondArray,
+    UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Int8Type, Schema, TimeUnit};
 
@@ -34,7 +35,7 @@ fn exact_schema_passes_through() {
         ],
     )
     .unwrap();
-    assert_eq!(conform(&input, &table).unwrap(), input);
+    assert_eq!(conform(&input, &table, &Limits::default()).unwrap(), input);
 }
 
 #[test]
@@ -44,7 +45,7 @@ fn widens_reorders_and_fills_missing_nullable_columns() {
         ("site", Arc::new(LargeStringArray::from(vec!["x", "y"]))),
         ("id", Arc::new(Int32Array::from(vec![7, 8]))),
     ]);
-    let out = conform(&input, &table).unwrap();
+    let out = conform(&input, &table, &Limits::default()).unwrap();
     assert_eq!(out.schema(), table);
     assert_eq!(
         out.column(0).as_primitive::<Int64Type>().values(),
@@ -63,7 +64,7 @@ fn accepts_views_dictionaries_and_null_columns() {
         ("site", Arc::new(dict)),
         ("temp", Arc::new(NullArray::new(3))),
     ]);
-    let out = conform(&input, &table).unwrap();
+    let out = conform(&input, &table, &Limits::default()).unwrap();
     assert_eq!(out.column(3).as_string::<i32>().value(2), "n");
 
     let views = batch(vec![
@@ -71,7 +72,7 @@ fn accepts_views_dictionaries_and_null_columns() {
         ("site", Arc::new(StringViewArray::from(vec!["v"]))),
     ]);
     assert_eq!(
-        conform(&views, &table)
+        conform(&views, &table, &Limits::default())
             .unwrap()
             .column(3)
             .as_string::<i32>()
@@ -90,7 +91,7 @@ fn nanosecond_timestamps_fit_when_exact() {
             Arc::new(TimestampNanosecondArray::from(vec![1_000_000_000])),
         ),
     ]);
-    let out = conform(&exact, &table).unwrap();
+    let out = conform(&exact, &table, &Limits::default()).unwrap();
     let ts = out
         .column(1)
         .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
@@ -103,7 +104,9 @@ fn nanosecond_timestamps_fit_when_exact() {
             Arc::new(TimestampNanosecondArray::from(vec![1_000, 1_001])),
         ),
     ]);
-    let err = conform(&lossy, &table).unwrap_err().to_string();
+    let err = conform(&lossy, &table, &Limits::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"ts\"") && err.contains("row 1"), "{err}");
 }
 
@@ -113,7 +116,7 @@ fn rejects_unknown_columns() {
         ("id", Arc::new(Int64Array::from(vec![1]))),
         ("humidity", Arc::new(Float64Array::from(vec![0.5]))),
     ]);
-    let err = conform(&input, &sensors()).unwrap_err();
+    let err = conform(&input, &sensors(), &Limits::default()).unwrap_err();
     assert!(
         matches!(&err, Error::UnknownColumn { column } if column == "humidity"),
         "{err}"
@@ -123,7 +126,7 @@ fn rejects_unknown_columns() {
 #[test]
 fn rejects_missing_not_null_column() {
     let input = batch(vec![("temp", Arc::new(Float64Array::from(vec![0.5])))]);
-    let err = conform(&input, &sensors()).unwrap_err();
+    let err = conform(&input, &sensors(), &Limits::default()).unwrap_err();
     assert!(
         matches!(&err, Error::MissingColumn { column } if column == "id"),
         "{err}"
@@ -136,7 +139,7 @@ fn rejects_nulls_in_not_null_column() {
         "id",
         Arc::new(Int64Array::from(vec![Some(1), None])),
     )]);
-    let err = conform(&input, &sensors()).unwrap_err();
+    let err = conform(&input, &sensors(), &Limits::default()).unwrap_err();
     assert!(
         matches!(&err, Error::NullsInNonNullable { column, nulls: 1, rows: 2 } if column == "id"),
         "{err}"
@@ -149,7 +152,9 @@ fn rejects_lossy_types() {
         ("id", Arc::new(Int64Array::from(vec![1]))),
         ("temp", Arc::new(StringArray::from(vec!["warm"]))),
     ]);
-    let err = conform(&narrowing, &sensors()).unwrap_err().to_string();
+    let err = conform(&narrowing, &sensors(), &Limits::default())
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         "column \"temp\" has type Utf8, which cannot be stored losslessly as Float64"
@@ -157,7 +162,7 @@ fn rejects_lossy_types() {
 
     let unsigned = batch(vec![("id", Arc::new(UInt64Array::from(vec![1])))]);
     assert!(matches!(
-        conform(&unsigned, &sensors()).unwrap_err(),
+        conform(&unsigned, &sensors(), &Limits::default()).unwrap_err(),
         Error::IncompatibleType { .. }
     ));
 }
@@ -176,7 +181,7 @@ fn rejects_duplicate_columns() {
     )
     .unwrap();
     assert!(matches!(
-        conform(&input, &sensors()).unwrap_err(),
+        conform(&input, &sensors(), &Limits::default()).unwrap_err(),
         Error::DuplicateColumn { .. }
     ));
 }
@@ -196,4 +201,66 @@ fn lossless_table_covers_integer_widening_only_upward() {
         &DataType::Int64,
         &DataType::Timestamp(TimeUnit::Microsecond, None)
     ));
+}
+
+#[test]
+fn amplifying_input_is_refused_before_anything_is_allocated() {
+    let table = sensors();
+    let limits = Limits::default();
+    // A Null column has no buffers: two billion rows cost nothing on the
+    // wire, but 16 GiB as the table's BIGINT.
+    let rows = i32::MAX as usize;
+    let nulls = batch(vec![("temp", Arc::new(NullArray::new(rows)) as ArrayRef)]);
+    let err = conform(&nulls, &table, &limits).unwrap_err();
+    assert!(err.is_limit(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "too large: {rows} rows in one request, over the limit of {} (limits.max_request_rows)",
+            limits.max_request_rows
+        )
+    );
+
+    // Within the row limit, the bytes limit: every row references one
+    // 1 MiB dictionary value.
+    let long = "x".repeat(1 << 20);
+    let keys = Int8Array::from(vec![0i8; 1000]);
+    let values = StringArray::from(vec![long.as_str()]);
+    let dictionary = DictionaryArray::<Int8Type>::try_new(keys, Arc::new(values)).unwrap();
+    let ids = Int64Array::from_iter_values(0..1000);
+    let input = batch(vec![
+        ("id", Arc::new(ids) as ArrayRef),
+        ("site", Arc::new(dictionary) as ArrayRef),
+    ]);
+    assert!(conformed_size_estimate(&input, &table) > 1000 << 20);
+    let err = conform(&input, &table, &limits).unwrap_err();
+    assert!(
+        err.to_string().contains("limits.max_request_bytes"),
+        "{err}"
+    );
+    // The same rows fit a larger limit and unpack as they should.
+    let roomy = Limits {
+        max_request_bytes: 2 << 30,
+        ..limits
+    };
+    let out = conform(&input, &table, &roomy).unwrap();
+    assert_eq!(out.column(3).as_string::<i32>().value(999).len(), 1 << 20);
+
+    // The estimate is not below what conform allocates for the nulls of
+    // missing columns.
+    let ids = batch(vec![(
+        "id",
+        Arc::new(Int64Array::from_iter_values(0..10_000)) as ArrayRef,
+    )]);
+    let out = conform(&ids, &table, &limits).unwrap();
+    let allocated: usize = out
+        .columns()
+        .iter()
+        .map(|c| c.get_array_memory_size())
+        .sum();
+    assert!(
+        conformed_size_estimate(&ids, &table) >= allocated as u64,
+        "{} < {allocated}",
+        conformed_size_estimate(&ids, &table)
+    );
 }

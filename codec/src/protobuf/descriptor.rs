@@ -84,6 +84,9 @@ pub fn descriptor_from_file_descriptor_set(
 /// Compiles `.proto` source text in-process and returns one of its messages
 /// (fully qualified, or a unique short name).
 pub fn descriptor_from_proto_source(source: &str, message: &str) -> Result<MessageDescriptor> {
+    // The parser recurses per nesting level: bound the depth first, so that
+    // no source can overflow the stack.
+    check_nesting(source)?;
     let mut resolver = protox::file::ChainFileResolver::new();
     resolver.add(SourceResolver {
         source: source.to_owned(),
@@ -95,6 +98,53 @@ pub fn descriptor_from_proto_source(source: &str, message: &str) -> Result<Messa
         .open_file(SYNTHETIC_FILE)
         .map_err(|e| Error::Descriptor(e.to_string()))?;
     find_message(&compiler.descriptor_pool(), message)
+}
+
+/// Fails if brackets of any kind (`{`, `(`, `[`, `<`) nest deeper than
+/// [`MAX_DEPTH`](super::MAX_DEPTH) outside strings and comments. Checked
+/// in one pass without recursion.
+fn check_nesting(source: &str) -> Result<()> {
+    let bytes = source.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            quote @ (b'"' | b'\'') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'{' | b'(' | b'[' | b'<' => {
+                depth += 1;
+                if depth > super::MAX_DEPTH {
+                    return Err(Error::Descriptor(format!(
+                        "the .proto source nests deeper than {} levels",
+                        super::MAX_DEPTH
+                    )));
+                }
+            }
+            b'}' | b')' | b']' | b'>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Serves the one in-memory source file to `protox`.
@@ -225,6 +275,29 @@ mod tests {
             "message \"Nope\" not found in the descriptor"
         );
         assert!(err.is_caller_fault());
+    }
+
+    #[test]
+    fn deeply_nested_source_is_refused_before_parsing() {
+        let depth = 200_000;
+        let source = format!(
+            "syntax = \"proto3\"; {} {}",
+            "message A { ".repeat(depth),
+            "}".repeat(depth)
+        );
+        let err = descriptor_from_proto_source(&source, "A").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid protobuf descriptor: the .proto source nests deeper than 64 levels"
+        );
+        // Brackets in strings and comments do not count.
+        let quoted = format!(
+            "syntax = \"proto3\"; // {}\n/* {} */ message A {{ string s = 1 [default = \"{}\"]; }}",
+            "{".repeat(100),
+            "[".repeat(100),
+            "<".repeat(100)
+        );
+        assert!(check_nesting(&quoted).is_ok());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Tests of the `weir` binary as a process: crash recovery under SIGKILL,
-//! clean shutdown on SIGTERM, the data directory lock, and the SQL CLI.
+//! clean shutdown on SIGTERM, the data directory lock, the SQL CLI, and
+//! the limits that keep crafted requests from killing or bloating it.
 
+mod bounded;
 mod cli;
 mod crash;
+mod limits;
 mod process;

@@ -16,6 +16,8 @@ pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 pub struct WeirProcess {
     pub child: Child,
     pub url: String,
+    /// Everything it logged so far.
+    pub log: Arc<std::sync::Mutex<String>>,
 }
 
 /// Writes a config with short commit intervals.
@@ -32,9 +34,20 @@ pub fn write_config(dir: &Path) -> std::path::PathBuf {
 /// Starts `weir serve` on `data_dir` and waits for its address.
 pub fn spawn(data_dir: &Path) -> WeirProcess {
     let config = write_config(data_dir.parent().unwrap());
-    let mut child = Command::new(WEIR)
+    spawn_with(data_dir, &config, None)
+}
+
+/// Starts `weir serve` with the config file `config`, its address space
+/// capped at `address_space` bytes if given (`ulimit -v`, so that a runaway
+/// allocation aborts the server instead of exhausting the machine).
+pub fn spawn_with(data_dir: &Path, config: &Path, address_space: Option<u64>) -> WeirProcess {
+    let ulimit = address_space.map_or_else(|| "unlimited".to_string(), |b| (b >> 10).to_string());
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {ulimit} && exec \"$0\" \"$@\""))
+        .arg(WEIR)
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
         .env("RUST_LOG", "info")
@@ -45,10 +58,17 @@ pub fn spawn(data_dir: &Path) -> WeirProcess {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let lines = Arc::clone(&log);
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            {
+                let mut log = lines.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
             if !sent
                 && line.contains("listening")
                 && let Some(addr) = line.split("addr=").nth(1)
@@ -69,6 +89,7 @@ pub fn spawn(data_dir: &Path) -> WeirProcess {
     WeirProcess {
         child,
         url: format!("http://{addr}"),
+        log,
     }
 }
 
@@ -81,6 +102,22 @@ impl Drop for WeirProcess {
 }
 
 impl WeirProcess {
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// A field of `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
+    pub fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib << 10
+    }
+
     pub fn kill(mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
