@@ -17,7 +17,9 @@
 //! - the row count (of a batch, or of a dictionary's values) is within
 //!   `max_request_rows`;
 //! - a compressed body's declared uncompressed sizes add up to at most
-//!   `max_request_bytes`;
+//!   `max_request_bytes` (ZSTD, which never writes past the declared size;
+//!   LZ4 frames, which arrow decompresses into a growing buffer, are
+//!   refused);
 //! - delta dictionaries, which would grow a stream's state without bound,
 //!   are refused.
 //!
@@ -194,7 +196,24 @@ impl IpcStreamDecoder {
                 "a batch header without field nodes".into(),
             ));
         }
-        let compressed = batch.compression().is_some();
+        let compressed = match batch.compression().map(|c| c.codec()) {
+            None => false,
+            Some(ipc::CompressionType::ZSTD) => true,
+            // LZ4 frames are decompressed into a growing buffer whatever
+            // size they declare: a small body could expand without bound.
+            Some(ipc::CompressionType::LZ4_FRAME) => {
+                return Err(Error::InvalidIpc(
+                    "LZ4-compressed batches are not accepted: send them uncompressed or with ZSTD"
+                        .into(),
+                ));
+            }
+            Some(other) => {
+                return Err(Error::InvalidIpc(format!(
+                    "unknown batch compression {}",
+                    other.0
+                )));
+            }
+        };
         let mut decompressed = 0u64;
         for (index, buffer) in buffers.iter().enumerate() {
             let (offset, length) = (buffer.offset(), buffer.length());
