@@ -114,6 +114,8 @@ fn column_estimate(column: &ArrayRef, to: &DataType, rows: u64) -> u64 {
                 Some(dictionary) => dictionary.values(),
                 None => return filled.saturating_add(held),
             };
+            // Unpacking casts the values first, then takes a value per row.
+            let values_cast = held_bytes(values);
             let longest = match values_type.as_ref() {
                 t if t.is_primitive() || matches!(t, DataType::Boolean) => 0,
                 DataType::Utf8
@@ -125,14 +127,27 @@ fn column_estimate(column: &ArrayRef, to: &DataType, rows: u64) -> u64 {
                 // Nested values: every row may be the whole dictionary.
                 _ => held_bytes(values),
             };
-            filled.saturating_add(rows.saturating_mul(longest))
+            filled
+                .saturating_add(values_cast)
+                .saturating_add(rows.saturating_mul(longest))
         }
         _ => filled.saturating_add(held),
     }
 }
 
-/// The bytes `array` uses (not whole shared buffers).
+/// The bytes `array` uses (not whole shared buffers). For view arrays,
+/// the bytes its views point at, counted once per view: that is what a
+/// cast to a non-view type copies, however the data buffers are shared.
 fn held_bytes(array: &ArrayRef) -> u64 {
+    let views = match array.data_type() {
+        DataType::Utf8View => array.as_string_view_opt().map(|a| a.views().clone()),
+        DataType::BinaryView => array.as_binary_view_opt().map(|a| a.views().clone()),
+        _ => None,
+    };
+    if let Some(views) = views {
+        let pointed: u64 = views.iter().map(|view| u64::from(*view as u32)).sum();
+        return pointed.saturating_add(16 * views.len() as u64);
+    }
     array
         .to_data()
         .get_slice_memory_size()

@@ -230,10 +230,13 @@ impl IpcStreamDecoder {
             }
             if compressed && length > 0 {
                 let start = offset as usize;
-                let Some(prefix) = body.get(start..start + 8) else {
-                    return Err(Error::InvalidIpc(format!(
-                        "compressed buffer {index} is shorter than its 8-byte length prefix"
-                    )));
+                let prefix = match body.get(start..start + 8) {
+                    Some(prefix) if length >= 8 => prefix,
+                    _ => {
+                        return Err(Error::InvalidIpc(format!(
+                            "compressed buffer {index} is shorter than its 8-byte length prefix"
+                        )));
+                    }
                 };
                 let size = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
                 // -1: stored uncompressed, after the prefix.

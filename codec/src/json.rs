@@ -44,7 +44,7 @@ use crate::{Limits, RowWidths};
 /// Decodes newline-delimited JSON objects, or one JSON array of objects,
 /// into one batch in `table`'s schema. No partial output on error.
 pub fn decode_json(bytes: &[u8], table: SchemaRef, limits: &Limits) -> Result<RecordBatch> {
-    let records = split_records(bytes, limits.max_json_depth)?;
+    let records = split_records(bytes, limits)?;
     if records.is_empty() {
         return Ok(RecordBatch::new_empty(table));
     }
@@ -191,8 +191,14 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
 /// whitespace-separated stream, or the elements of one top-level array.
 /// Only brackets, braces and strings (with escapes) are tracked; a value
 /// nested deeper than `max_depth` is an error.
-fn split_records(bytes: &[u8], max_depth: usize) -> Result<Vec<&[u8]>> {
+fn split_records<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Vec<&'a [u8]>> {
+    let max_depth = limits.max_json_depth;
     let mut records = Vec::new();
+    // Stops one record past the limit, before the list grows further.
+    let push = |records: &mut Vec<&'a [u8]>, record: &'a [u8]| {
+        records.push(record);
+        limits.check_rows(records.len() as u64)
+    };
     let mut pos = skip_ws(bytes, 0);
     if bytes.get(pos) == Some(&b'[') {
         pos = skip_ws(bytes, pos + 1);
@@ -201,7 +207,7 @@ fn split_records(bytes: &[u8], max_depth: usize) -> Result<Vec<&[u8]>> {
         }
         loop {
             let end = nonempty_value_end(bytes, pos, records.len(), max_depth)?;
-            records.push(&bytes[pos..end]);
+            push(&mut records, &bytes[pos..end])?;
             pos = skip_ws(bytes, end);
             match bytes.get(pos) {
                 Some(b',') => pos = skip_ws(bytes, pos + 1),
@@ -217,7 +223,7 @@ fn split_records(bytes: &[u8], max_depth: usize) -> Result<Vec<&[u8]>> {
     }
     while pos < bytes.len() {
         let end = nonempty_value_end(bytes, pos, records.len(), max_depth)?;
-        records.push(&bytes[pos..end]);
+        push(&mut records, &bytes[pos..end])?;
         pos = skip_ws(bytes, end);
     }
     Ok(records)
@@ -481,7 +487,7 @@ mod tests {
         };
         let err = decode_json(many.as_bytes(), table(), &limits).unwrap_err();
         assert!(err.is_limit(), "{err}");
-        assert!(err.to_string().contains("2000 rows"), "{err}");
+        assert!(err.to_string().contains("1001 rows"), "{err}");
         let limits = Limits {
             max_request_bytes: 10_000,
             ..Limits::default()

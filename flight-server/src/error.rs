@@ -111,6 +111,11 @@ impl Error {
                 .trim_start_matches("Error, decoded message length too large: ");
             return Error::MessageTooLarge(format!("a message of {detail}"));
         }
+        // tonic reports a message that does not decode (bad protobuf, a
+        // stream cut inside a message) as INTERNAL: the client's fault.
+        if status.code() == Code::Internal {
+            return Error::BadRequest(format!("malformed request message: {}", status.message()));
+        }
         Error::Upstream(status)
     }
 }

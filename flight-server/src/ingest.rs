@@ -333,13 +333,19 @@ async fn ingest(
                 got: offset,
             });
         }
+        // An Arrow batch's arrays share the request's body: the tail is
+        // charged for all of it.
+        let retained = match &payload {
+            Payload::Ipc(data) => data.data_body.len(),
+            Payload::Records(_) => 0,
+        };
         let appended = match source.rows(&table, &limits, payload) {
             Ok(batch) => {
                 let rows = batch.num_rows() as i64;
                 let enqueued = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
-                    enqueued = table.enqueue_unsynced("", offset, batch) => enqueued,
+                    enqueued = table.enqueue_unsynced("", offset, batch, retained) => enqueued,
                 };
                 enqueued.map(|pending| (pending, rows)).map_err(Error::from)
             }

@@ -93,8 +93,31 @@ impl RecordsHeader {
     /// Builds the decoder for `table`, checking the descriptor against it.
     pub fn decoder(&self, table: &Table, limits: Limits) -> Result<RecordDecoder> {
         let schema = Arc::clone(table.schema());
-        let widths = RowWidths::of(&schema);
-        let format = self.format(table, schema)?;
+        let mut widths = RowWidths::of(&schema);
+        let format = self.format(table, Arc::clone(&schema))?;
+        if let Decoder::Protobuf(decoder) = &format {
+            // An enum value becomes its name, which the descriptor (the
+            // producer's) sets: a short value, or an absent field's
+            // default, can stand for a long string.
+            let longest = decoder
+                .message()
+                .parent_pool()
+                .all_enums()
+                .flat_map(|e| {
+                    e.values()
+                        .map(|v| v.name().len() as u64)
+                        .collect::<Vec<_>>()
+                })
+                .max()
+                .unwrap_or(0);
+            let strings = schema
+                .fields()
+                .iter()
+                .filter(|f| matches!(f.data_type(), arrow::datatypes::DataType::Utf8))
+                .count() as u64;
+            widths.row_bytes += longest * strings;
+            widths.element_bytes += longest;
+        }
         Ok(RecordDecoder {
             format,
             limits,

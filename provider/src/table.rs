@@ -254,11 +254,17 @@ impl Table {
     /// Returns once the write is queued, before it is durable: the rows are
     /// durable, visible and ackable when the returned [`PendingAppend`]
     /// resolves.
+    ///
+    /// `retained` is what the batch's arrays keep alive besides their own
+    /// data (an Arrow batch decoded from a request shares the request's
+    /// body); the tail budgets are charged the larger of it and the rows'
+    /// encoded size.
     pub async fn enqueue_unsynced(
         &self,
         stream: &str,
         offset_id: i64,
         batch: RecordBatch,
+        retained: usize,
     ) -> Result<PendingAppend> {
         let payload =
             entry::encode(&self.id, stream, offset_id, &batch).map_err(|source| Error::Rows {
@@ -267,7 +273,7 @@ impl Table {
             })?;
         // The IPC size is the data's size; `get_array_memory_size` would
         // count a buffer shared by several columns once per column.
-        let bytes = payload.len();
+        let bytes = payload.len().max(retained);
         loop {
             self.wait_for_room().await?;
             let mut state = self.state.lock();

@@ -124,7 +124,7 @@ impl SqlEngine {
     /// A DataFusion session whose default schema is this node's tables,
     /// with a memory pool of its own (see [`crate::memory`]). One per
     /// statement.
-    pub fn context(&self) -> SessionContext {
+    pub fn context(&self) -> Result<SessionContext> {
         let config = SessionConfig::new().with_information_schema(true).set_bool(
             "datafusion.execution.parquet.schema_force_view_types",
             false,
@@ -132,8 +132,7 @@ impl SqlEngine {
         let pool = QueryPool::new(Arc::clone(&self.pool), self.per_query_bytes);
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
             .with_memory_pool(Arc::new(pool))
-            .build_arc()
-            .unwrap_or_else(|_| Arc::clone(&self.runtime));
+            .build_arc()?;
         let context = SessionContext::new_with_config_rt(config, runtime);
         let schema = Arc::new(WeirSchema {
             catalog: Arc::clone(&self.catalog),
@@ -143,13 +142,13 @@ impl SqlEngine {
             .expect("the default catalog exists")
             .register_schema("public", schema)
             .expect("the default catalog accepts schemas");
-        context
+        Ok(context)
     }
 
     /// Plans `sql`. DDL runs here, so that a statement with effects runs
     /// exactly once, whatever the client does next.
     pub async fn prepare(&self, sql: &str) -> Result<Prepared> {
-        let context = self.context();
+        let context = self.context()?;
         let state = context.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;

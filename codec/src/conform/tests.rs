@@ -264,3 +264,19 @@ fn amplifying_input_is_refused_before_anything_is_allocated() {
         conformed_size_estimate(&ids, &table)
     );
 }
+
+#[test]
+fn view_strings_count_the_bytes_their_views_point_at() {
+    // A thousand views of one shared 1 MiB buffer: 16 KB of views, 1 GB
+    // once cast to the table's Utf8.
+    let long = "v".repeat(1 << 20);
+    let mut builder = arrow::array::StringViewBuilder::new();
+    let block = builder.append_block(arrow::buffer::Buffer::from(long.as_bytes()));
+    for _ in 0..1000 {
+        builder.try_append_view(block, 0, 1 << 20).unwrap();
+    }
+    let views = batch(vec![("site", Arc::new(builder.finish()) as ArrayRef)]);
+    assert!(conformed_size_estimate(&views, &sensors()) > 1000 << 20);
+    let err = conform(&views, &sensors(), &Limits::default()).unwrap_err();
+    assert!(err.is_limit(), "{err}");
+}
