@@ -174,7 +174,8 @@ fn table_code(e: &weir_provider::Error) -> Code {
         E::InvalidTableName { .. } | E::UnsupportedType { .. } => Code::InvalidArgument,
         E::Rows { source, .. } => input_code(source),
         E::ShuttingDown => Code::Unavailable,
-        E::Wal(_)
+        E::TableUnreadable { .. }
+        | E::Wal(_)
         | E::MalformedEntry { .. }
         | E::Delta { .. }
         | E::Storage(_)

@@ -19,7 +19,12 @@ impl DataDirLock {
     /// Locks `dir/LOCK`, creating `dir` if needed. Fails at once, with a
     /// clear message, if another process holds it.
     pub fn acquire(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let path = dir.join("LOCK");
         let mut file = OpenOptions::new()
             .read(true)
@@ -50,6 +55,14 @@ impl DataDirLock {
     }
 }
 
+/// fsyncs a directory, so that entries created or renamed in it survive a
+/// power loss.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct NodeFile {
     node_id: String,
@@ -76,6 +89,10 @@ pub fn node_id(dir: &Path) -> Result<String> {
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io(&tmp, e))?;
             std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            // The rename is durable only once the directory is: a node
+            // that lost node.json would come back under a new id, and
+            // replay rows committed under the old one a second time.
+            sync_dir(dir)?;
             Ok(node.node_id)
         }
         Err(e) => Err(Error::io(&path, e)),

@@ -11,7 +11,6 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 use weir_provider::Catalog;
-use weir_wal::Wal;
 
 use crate::node::{DataDirLock, node_id};
 use crate::{Config, Error, Result, WeirService};
@@ -49,10 +48,15 @@ impl Server {
             std::fs::remove_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
         }
         std::fs::create_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
-        let (wal, records) = Wal::open(&config.data_dir.join("wal"), config.wal_config())?;
-        let replayed = records.len();
-        let (catalog, replay) =
-            Catalog::open(storage, node, Arc::new(wal), records, config.table_config()).await?;
+        let (catalog, replay) = Catalog::open(
+            storage,
+            node,
+            &config.data_dir.join("wal"),
+            config.wal_config(),
+            config.table_config(),
+        )
+        .await?;
+        let replayed = replay.restored + replay.already_committed + replay.orphaned;
         info!(
             tables = catalog.table_names().len(),
             wal_records = replayed,

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use url::Url;
-use weir_wal::{Wal, WalPosition, WalRecord};
+use weir_wal::{Wal, WalConfig, WalPosition, WalRecord};
 
 use crate::budget::TailBudget;
 use crate::table::{Table, TableConfig, app_id};
@@ -48,16 +48,25 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Opens every table under `root`, then puts the WAL records that Delta
-    /// does not have yet back into the tables' tails, in WAL order. Replay
-    /// stays within the tail budgets: when a tail (or all of them) reaches
-    /// its budget, the tails are committed to Delta before replay goes on,
-    /// so a WAL of any size replays in bounded memory.
+    /// Opens every table under `root`, then the WAL in `wal_dir`, and puts
+    /// the WAL records that Delta does not have yet back into the tables'
+    /// tails, in WAL order.
+    ///
+    /// - A directory with a Delta log that does not load is an error naming
+    ///   the table ([`Error::TableUnreadable`]): its acknowledged rows not yet
+    ///   in Delta are in the WAL, and starting without the table would let
+    ///   WAL truncation delete them.
+    /// - The WAL's positions continue above every table's `txn` watermark
+    ///   (a new log starts after the highest one; an older log is refused),
+    ///   so a position is never used twice.
+    /// - Replay stays within the tail budgets: when a tail (or all of them)
+    ///   reaches its budget, the tails are committed to Delta before replay
+    ///   goes on, so a WAL of any size replays in bounded memory.
     pub async fn open(
         root: Url,
         node_id: String,
-        wal: Arc<Wal>,
-        replay: impl IntoIterator<Item = weir_wal::Result<WalRecord>>,
+        wal_dir: &std::path::Path,
+        wal_config: WalConfig,
         config: TableConfig,
     ) -> Result<(Arc<Self>, ReplayStats)> {
         let root = directory_url(root)?;
@@ -68,10 +77,36 @@ impl Catalog {
                 reason: e.to_string(),
             })?;
         }
+        let mut loaded = Vec::new();
+        for name in list_table_dirs(&root).await? {
+            let url = table_url(&root, &name)?;
+            if !has_delta_log(&url).await? {
+                warn!(table = %name, "skipping a directory that holds no Delta table");
+                continue;
+            }
+            let (delta, committed) =
+                load(url, &node_id, &name)
+                    .await
+                    .map_err(|source| Error::TableUnreadable {
+                        table: name.clone(),
+                        source: Box::new(source),
+                    })?;
+            loaded.push((name, delta, committed));
+        }
+        let consumed = loaded
+            .iter()
+            .map(|(_, _, committed)| *committed)
+            .max()
+            .unwrap_or(WalPosition::ZERO);
+        let wal_config = WalConfig {
+            positions_after: consumed,
+            ..wal_config
+        };
+        let (wal, replay) = Wal::open(wal_dir, wal_config)?;
         let catalog = Arc::new(Self {
             root,
             node_id,
-            wal,
+            wal: Arc::new(wal),
             budget: Arc::new(TailBudget::new(config.all_tails_budget_bytes)),
             config,
             tables: RwLock::new(BTreeMap::new()),
@@ -79,21 +114,20 @@ impl Catalog {
             committers: parking_lot::Mutex::new(Vec::new()),
             ddl: tokio::sync::Mutex::new(()),
         });
-        for name in catalog.list_table_dirs().await? {
-            match catalog.load(&name).await {
-                Ok(table) => {
-                    catalog.tables.write().insert(name, table);
-                }
-                Err(e) => {
-                    warn!(table = %name, error = %e, "skipping a directory that is not a readable Delta table")
-                }
-            }
+        for (name, delta, committed) in loaded {
+            let table = Arc::new(catalog.table_from_delta(&name, delta, committed)?);
+            catalog.tables.write().insert(name, table);
         }
         let stats = catalog.replay(replay).await?;
         if stats.commits > 0 {
             catalog.truncate_wal();
         }
         Ok((catalog, stats))
+    }
+
+    /// The write-ahead log.
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
     }
 
     /// The budget all tails share.
@@ -378,29 +412,6 @@ impl Catalog {
         Ok(stats)
     }
 
-    async fn load(&self, name: &str) -> Result<Arc<Table>> {
-        let started = Instant::now();
-        let url = self.table_url(name)?;
-        let delta = deltalake::open_table(url)
-            .await
-            .map_err(|e| Error::delta(name, e))?;
-        let snapshot = delta.snapshot().map_err(|e| Error::delta(name, e))?;
-        let committed = snapshot
-            .transaction_version(delta.log_store().as_ref(), app_id(&self.node_id, name))
-            .await
-            .map_err(|e| Error::delta(name, e))?
-            .map_or(WalPosition::ZERO, |v| WalPosition(v.max(0) as u64));
-        let table = self.table_from_delta(name, delta, committed)?;
-        info!(
-            table = name,
-            version = ?table.stats().delta_version,
-            committed_through = %committed,
-            ms = started.elapsed().as_millis() as u64,
-            "loaded table"
-        );
-        Ok(Arc::new(table))
-    }
-
     fn table_from_delta(
         &self,
         name: &str,
@@ -422,27 +433,63 @@ impl Catalog {
         )
     }
 
-    async fn list_table_dirs(&self) -> Result<Vec<String>> {
-        let (store, prefix) = object_store::parse_url(&self.root)?;
-        let listing = store.list_with_delimiter(Some(&prefix)).await?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .filter(|name| validate_name(name).is_ok())
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
     fn table_url(&self, name: &str) -> Result<Url> {
-        self.root
-            .join(&format!("{name}/"))
-            .map_err(|e| Error::InvalidStorage {
-                location: self.root.to_string(),
-                reason: e.to_string(),
-            })
+        table_url(&self.root, name)
     }
+}
+
+/// Opens the Delta table at `url` and reads the node's `txn` watermark.
+async fn load(url: Url, node_id: &str, name: &str) -> Result<(DeltaTable, WalPosition)> {
+    let started = Instant::now();
+    let delta = deltalake::open_table(url)
+        .await
+        .map_err(|e| Error::delta(name, e))?;
+    let snapshot = delta.snapshot().map_err(|e| Error::delta(name, e))?;
+    let committed = snapshot
+        .transaction_version(delta.log_store().as_ref(), app_id(node_id, name))
+        .await
+        .map_err(|e| Error::delta(name, e))?
+        .map_or(WalPosition::ZERO, |v| WalPosition(v.max(0) as u64));
+    info!(
+        table = name,
+        version = ?delta.version(),
+        committed_through = %committed,
+        ms = started.elapsed().as_millis() as u64,
+        "loaded table"
+    );
+    Ok((delta, committed))
+}
+
+/// The names of the directories under `root` that may be tables.
+async fn list_table_dirs(root: &Url) -> Result<Vec<String>> {
+    let (store, prefix) = object_store::parse_url(root)?;
+    let listing = store.list_with_delimiter(Some(&prefix)).await?;
+    let mut names: Vec<String> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .filter(|name| validate_name(name).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Whether the table directory at `url` has a `_delta_log`.
+async fn has_delta_log(url: &Url) -> Result<bool> {
+    let (store, prefix) = object_store::parse_url(url)?;
+    let listing = store.list_with_delimiter(Some(&prefix)).await?;
+    Ok(listing
+        .common_prefixes
+        .iter()
+        .any(|p| p.filename() == Some("_delta_log")))
+}
+
+fn table_url(root: &Url, name: &str) -> Result<Url> {
+    root.join(&format!("{name}/"))
+        .map_err(|e| Error::InvalidStorage {
+            location: root.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Table names: a letter or `_`, then letters, digits or `_`; at most 128

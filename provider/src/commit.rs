@@ -6,7 +6,13 @@
 //! same atomic log entry. The version says: every record of this table at or
 //! below this WAL position is in Delta. On restart the replay skips those
 //! records, so each row lands exactly once.
+//!
+//! A commit that fails may still have landed: delta-rs writes the log entry
+//! first and then checkpoints and cleans up, and either can fail. Such an
+//! outcome is resolved by reading the table's `txn` watermark again before
+//! anything else is written, so a failed commit is never written twice.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -15,6 +21,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use tracing::warn;
 use weir_wal::WalPosition;
 
 use crate::table::Table;
@@ -47,8 +54,17 @@ impl Table {
     /// durable position, and of the last record replayed on start).
     pub(crate) async fn commit_upto(&self, through: WalPosition) -> Result<Option<CommitOutcome>> {
         let _one_at_a_time = self.commit_lock.lock().await;
+        if self.outcome_unknown.load(Ordering::Acquire) {
+            self.resolve_unknown_outcome().await?;
+        }
         let (delta, batches) = {
             let state = self.state.lock();
+            // DROP TABLE marks the table before it waits for this lock: a
+            // commit after that must not write (it would bring the table
+            // back half made, or land in a table re-created under the name).
+            if state.dropped {
+                return Ok(None);
+            }
             let batches = state.durable_tail(through);
             if batches.is_empty() {
                 return Ok(None);
@@ -63,20 +79,61 @@ impl Table {
             .build();
         let version = i64::try_from(through.get()).unwrap_or(i64::MAX);
         let txn = Transaction::new(&self.app_id, version);
-        let committed = delta
+        let written = delta
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_writer_properties(properties)
             .with_commit_properties(CommitProperties::default().with_application_transaction(txn))
-            .await
-            .map_err(|e| Error::delta(&self.name, e))?;
-        let version = committed.version().unwrap_or_default();
-        self.finish_commit(committed, through);
+            .await;
+        let version = match written {
+            Ok(committed) => {
+                let version = committed.version().unwrap_or_default();
+                self.finish_commit(committed, through);
+                version
+            }
+            Err(e) => {
+                // The log entry may have landed before the error (delta-rs
+                // checkpoints and cleans up after committing): find out
+                // before anything is written again.
+                self.outcome_unknown.store(true, Ordering::Release);
+                let error = Error::delta(&self.name, e);
+                match self.resolve_unknown_outcome().await {
+                    Ok(landed) if landed >= through => {
+                        warn!(table = %self.name, %error, "the commit landed, then failed afterwards; its rows are in Delta");
+                        self.state.lock().delta.version().unwrap_or_default()
+                    }
+                    _ => return Err(error),
+                }
+            }
+        };
         Ok(Some(CommitOutcome {
             version,
             rows,
             through,
             elapsed: started.elapsed(),
         }))
+    }
+
+    /// After a commit whose outcome is unknown: reads the table's latest
+    /// version and its `txn` watermark, and if the commit landed, drops its
+    /// rows from the tail as a successful commit would. Returns the
+    /// watermark. Call with the commit lock held.
+    async fn resolve_unknown_outcome(&self) -> Result<WalPosition> {
+        let mut latest = self.state.lock().delta.clone();
+        latest
+            .update_state()
+            .await
+            .map_err(|e| Error::delta(&self.name, e))?;
+        let snapshot = latest.snapshot().map_err(|e| Error::delta(&self.name, e))?;
+        let watermark = snapshot
+            .transaction_version(latest.log_store().as_ref(), &self.app_id)
+            .await
+            .map_err(|e| Error::delta(&self.name, e))?
+            .map_or(WalPosition::ZERO, |v| WalPosition(v.max(0) as u64));
+        if watermark > self.state.lock().committed_through {
+            self.finish_commit(latest, watermark);
+        }
+        self.outcome_unknown.store(false, Ordering::Release);
+        Ok(watermark)
     }
 }

@@ -35,6 +35,19 @@ pub enum Error {
         #[source]
         source: weir_codec::Error,
     },
+    /// A table directory with a Delta log that does not load at start.
+    #[error(
+        "table {} cannot be loaded: {source}. Its acknowledged rows that are not yet in Delta \
+         are kept in the WAL, so weir does not start without it: repair the Delta table, or \
+         move its directory out of the storage root to drop the table and those rows, then \
+         start again",
+        Echo(.table)
+    )]
+    TableUnreadable {
+        table: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// The write-ahead log failed.
     #[error("write-ahead log: {0}")]
     Wal(#[from] weir_wal::Error),
@@ -71,7 +84,8 @@ impl Error {
             | Error::TableExists { .. }
             | Error::UnsupportedType { .. } => true,
             Error::Rows { source, .. } => source.is_caller_fault(),
-            Error::Wal(_)
+            Error::TableUnreadable { .. }
+            | Error::Wal(_)
             | Error::MalformedEntry { .. }
             | Error::Delta { .. }
             | Error::Storage(_)

@@ -19,13 +19,14 @@
 //! use arrow::array::{Int64Array, RecordBatch};
 //! use arrow::datatypes::{DataType, Field, Schema};
 //! use weir_provider::{Catalog, TableConfig};
-//! use weir_wal::{Wal, WalConfig};
+//! use weir_wal::WalConfig;
 //!
 //! let dir = tempfile::tempdir()?;
-//! let (wal, replay) = Wal::open(&dir.path().join("wal"), WalConfig::for_tests())?;
 //! let root = url::Url::from_directory_path(dir.path().join("tables")).unwrap();
+//! let wal = dir.path().join("wal");
 //! let (catalog, _) =
-//!     Catalog::open(root, "node-1".into(), Arc::new(wal), replay, TableConfig::for_tests()).await?;
+//!     Catalog::open(root, "node-1".into(), &wal, WalConfig::for_tests(), TableConfig::for_tests())
+//!         .await?;
 //!
 //! let columns = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
 //! let table = catalog.create_table("sensors", &columns, false).await?;

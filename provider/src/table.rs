@@ -89,6 +89,9 @@ pub struct Table {
     pub(crate) commit_wanted: Notify,
     /// One commit at a time.
     pub(crate) commit_lock: tokio::sync::Mutex<()>,
+    /// Set when a commit failed in a way that may have landed it; the next
+    /// commit first finds out.
+    pub(crate) outcome_unknown: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -191,6 +194,7 @@ impl Table {
             room: Notify::new(),
             commit_wanted: Notify::new(),
             commit_lock: tokio::sync::Mutex::new(()),
+            outcome_unknown: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

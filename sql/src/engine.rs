@@ -286,14 +286,12 @@ mod tests {
 
     async fn engine(config: QueryConfig) -> (SqlEngine, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, replay) =
-            weir_wal::Wal::open(&dir.path().join("wal"), weir_wal::WalConfig::for_tests()).unwrap();
         let root = url::Url::from_directory_path(dir.path().join("tables")).unwrap();
         let (catalog, _) = Catalog::open(
             root,
             "n".into(),
-            Arc::new(wal),
-            replay,
+            &dir.path().join("wal"),
+            weir_wal::WalConfig::for_tests(),
             weir_provider::TableConfig::for_tests(),
         )
         .await

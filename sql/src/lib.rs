@@ -13,10 +13,10 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # use std::sync::Arc;
 //! # let dir = tempfile::tempdir()?;
-//! # let (wal, replay) = weir_wal::Wal::open(&dir.path().join("wal"), weir_wal::WalConfig::for_tests())?;
 //! # let root = url::Url::from_directory_path(dir.path().join("tables")).unwrap();
 //! # let (catalog, _) = weir_provider::Catalog::open(
-//! #     root, "n".into(), Arc::new(wal), replay, weir_provider::TableConfig::for_tests()).await?;
+//! #     root, "n".into(), &dir.path().join("wal"), weir_wal::WalConfig::for_tests(),
+//! #     weir_provider::TableConfig::for_tests()).await?;
 //! use weir_sql::{Outcome, QueryConfig, SqlEngine};
 //!
 //! let engine = SqlEngine::new(catalog, QueryConfig::for_tests())?;

@@ -4,5 +4,6 @@
 mod bad_input;
 mod ingest;
 mod records;
+mod recovery;
 mod sql;
 mod support;

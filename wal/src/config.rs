@@ -1,5 +1,7 @@
 //! Configuration of the log.
 
+use crate::WalPosition;
+
 /// What [`Wal::open`](crate::Wal::open) does with a bad header or record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CorruptionPolicy {
@@ -28,6 +30,13 @@ pub struct WalConfig {
     pub max_group_bytes: u64,
     /// What to do with bad data found on open.
     pub corruption: CorruptionPolicy,
+    /// The highest position the log's readers have already consumed for
+    /// good (for weir, the highest `txn` watermark of any table). A new log
+    /// starts right after it, so that no position is used twice; an
+    /// existing log that ends below it is refused ([`Error::Behind`]).
+    ///
+    /// [`Error::Behind`]: crate::Error::Behind
+    pub positions_after: WalPosition,
 }
 
 impl Default for WalConfig {
@@ -36,6 +45,7 @@ impl Default for WalConfig {
             segment_target_bytes: 64 << 20,
             max_group_bytes: 32 << 20,
             corruption: CorruptionPolicy::default(),
+            positions_after: WalPosition::ZERO,
         }
     }
 }
@@ -48,6 +58,7 @@ impl WalConfig {
             segment_target_bytes: 4 << 10,
             max_group_bytes: 16 << 10,
             corruption: CorruptionPolicy::default(),
+            positions_after: WalPosition::ZERO,
         }
     }
 }

@@ -39,6 +39,23 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The log ends below a position its readers already consumed: it is
+    /// older than they are (restored from a backup, or another node's).
+    #[error(
+        "the WAL in {} ends at position {ends}, but positions up to {consumed} are already \
+         committed to the tables: the WAL is older than the tables (restored from a backup, or \
+         another node's). Restore the right WAL, or move this one aside to start a new log after \
+         position {consumed} (records only it holds are then lost)",
+        .dir.display()
+    )]
+    Behind {
+        /// The log's directory.
+        dir: PathBuf,
+        /// The position of its last record.
+        ends: u64,
+        /// What [`WalConfig::positions_after`](crate::WalConfig::positions_after) said.
+        consumed: u64,
+    },
     /// The log was closed; it accepts no more records.
     #[error("the WAL is closed")]
     Closed,

@@ -36,6 +36,8 @@ struct State {
     syncs_held: bool,
     /// Every file read, in order.
     reads: Vec<PathBuf>,
+    /// Every directory fsync, in order.
+    dir_syncs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +85,10 @@ impl MemStorage {
     }
 
     /// The paths of every [`Storage::read`] so far, in order.
+    pub fn dir_syncs(&self) -> Vec<PathBuf> {
+        self.inner.state.lock().dir_syncs.clone()
+    }
+
     pub fn reads(&self) -> Vec<PathBuf> {
         self.inner.state.lock().reads.clone()
     }
@@ -161,10 +167,12 @@ impl Storage for MemStorage {
             .ok_or_else(|| not_found(path))
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        if self.inner.state.lock().faults.fail_syncs {
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.inner.state.lock();
+        if state.faults.fail_syncs {
             return Err(injected("directory fsync"));
         }
+        state.dir_syncs.push(dir.to_path_buf());
         Ok(())
     }
 }

@@ -93,10 +93,17 @@ pub(crate) fn recover(
     storage: &dyn Storage,
     dir: &Path,
     policy: CorruptionPolicy,
+    after: WalPosition,
 ) -> Result<Recovered> {
     storage
         .create_dir_all(dir)
         .map_err(|e| Error::io("create directory", dir, e))?;
+    // A directory just created is durable only once its parent is synced.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        storage
+            .sync_dir(parent)
+            .map_err(|e| Error::io("fsync directory", parent, e))?;
+    }
     let names = storage
         .list(dir)
         .map_err(|e| Error::io("list directory", dir, e))?;
@@ -112,7 +119,7 @@ pub(crate) fn recover(
     segments.sort_by_key(|segment| segment.first);
 
     let Some(newest) = segments.last().cloned() else {
-        let first = WalPosition(1);
+        let first = after.next();
         let active = create(storage, dir, first)?;
         let path = active.path.clone();
         return Ok(Recovered {
@@ -154,11 +161,19 @@ pub(crate) fn recover(
             len: end.len,
         });
     }
+    let next = next.unwrap_or(newest.first);
+    if next.get() - 1 < after.get() {
+        return Err(Error::Behind {
+            dir: dir.to_path_buf(),
+            ends: next.get() - 1,
+            consumed: after.get(),
+        });
+    }
     let file = storage
         .open_append(&newest.path)
         .map_err(|e| Error::io("open segment", &newest.path, e))?;
     Ok(Recovered {
-        next: next.unwrap_or(newest.first),
+        next,
         active: ActiveSegment {
             file,
             path: newest.path.clone(),

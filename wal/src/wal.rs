@@ -79,7 +79,8 @@ impl Wal {
         config: WalConfig,
         storage: Arc<dyn Storage>,
     ) -> Result<(Wal, Replay)> {
-        let recovered = segment::recover(&*storage, dir, config.corruption)?;
+        let recovered =
+            segment::recover(&*storage, dir, config.corruption, config.positions_after)?;
         let next = recovered.next;
         let replay = Replay::new(Arc::clone(&storage), recovered.checked);
         info!(

@@ -459,3 +459,49 @@ fn a_failed_write_poisons_the_log() {
     assert_eq!(positions(&records), vec![1]);
     assert_eq!(block_on(wal.append(payload(2))).unwrap(), WalPosition(2));
 }
+
+#[test]
+fn a_new_log_starts_after_the_consumed_positions_and_an_older_one_is_refused() {
+    let storage = MemStorage::default();
+    let config = WalConfig {
+        positions_after: WalPosition(41),
+        ..WalConfig::for_tests()
+    };
+    let (wal, records) = open_mem(&storage, config.clone());
+    assert!(records.is_empty());
+    assert_eq!(wal.durable_position(), WalPosition(41));
+    assert_eq!(block_on(wal.append(payload(1))).unwrap(), WalPosition(42));
+    wal.close().unwrap();
+    // The creation of the log's directory was made durable.
+    assert!(
+        storage.dir_syncs().contains(&PathBuf::from("/")),
+        "{:?}",
+        storage.dir_syncs()
+    );
+
+    // Reopened with the same watermark: positions go on.
+    let (wal, records) = open_mem(&storage, config);
+    assert_eq!(positions(&records), [42]);
+    assert_eq!(block_on(wal.append(payload(2))).unwrap(), WalPosition(43));
+    wal.close().unwrap();
+
+    // A reader that consumed more than this log holds: refused.
+    let ahead = WalConfig {
+        positions_after: WalPosition(100),
+        ..WalConfig::for_tests()
+    };
+    let err =
+        Wal::open_with_storage(Path::new(MEM_DIR), ahead, Arc::new(storage.clone())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Behind {
+                ends: 43,
+                consumed: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("move this one aside"), "{err}");
+}

@@ -1,0 +1,177 @@
+//! Findings of the exactly-once review, each reproduced: a table that does
+//! not load at start, `DROP TABLE` against a commit, and WAL positions that
+//! would restart below a table's watermark.
+
+use std::time::Duration;
+
+use weir_flight_server::{Config, Server};
+
+use crate::support::*;
+
+/// A config whose tails are not committed on their own: rows stay in the
+/// WAL until shutdown.
+fn holding(dir: &std::path::Path) -> Config {
+    let mut config = Config::for_tests(dir);
+    config.commit.interval_ms = 3_600_000;
+    config.commit.target_bytes = 1 << 30;
+    config
+}
+
+/// Pushes `rows` sensor rows from id `first` and waits for their ack.
+async fn push(server: &TestServer, first: i64, rows: usize) {
+    let mut stream = server.sensors_stream().await;
+    stream.send(sensor_batch(first, rows)).await.unwrap();
+    stream.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_does_not_load_keeps_its_wal_rows_and_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(holding(dir.path())).await.unwrap();
+    let test = TestServer {
+        server: Some(server),
+        dir,
+    };
+    test.sql(SENSORS_DDL).await;
+    push(&test, 0, 10).await;
+    let TestServer { server, dir } = test;
+    drop(server); // a crash: the 10 rows are only in the WAL
+
+    let log = dir.path().join("tables/sensors/_delta_log");
+    let first = log.join("00000000000000000000.json");
+    let aside = dir.path().join("first-commit.json");
+    std::fs::rename(&first, &aside).unwrap();
+    let err = Server::start(holding(dir.path()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("table \"sensors\" cannot be loaded"), "{err}");
+    assert!(err.contains("kept in the WAL"), "{err}");
+
+    // Repaired, the table comes back with every acknowledged row.
+    std::fs::rename(&aside, &first).unwrap();
+    let server = Server::start(holding(dir.path())).await.unwrap();
+    let test = TestServer {
+        server: Some(server),
+        dir,
+    };
+    assert_eq!(test.count("sensors").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_after_drop_table_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(holding(dir.path())).await.unwrap();
+    let test = TestServer {
+        server: Some(server),
+        dir,
+    };
+    test.sql(SENSORS_DDL).await;
+    push(&test, 0, 10).await;
+    // A handle taken before the drop, as a running committer holds one.
+    let stale = test.server().catalog().table("sensors").unwrap();
+    test.sql("DROP TABLE sensors").await;
+    let path = test.table_url("sensors").to_file_path().unwrap();
+    assert_eq!(stale.commit().await.unwrap(), None);
+    assert!(!path.exists(), "the commit brought the dropped table back");
+
+    // Nor into a table re-created under the name.
+    test.sql(SENSORS_DDL).await;
+    assert_eq!(stale.commit().await.unwrap(), None);
+    assert_eq!(test.count("sensors").await, 0);
+    let delta = deltalake::open_table(test.table_url("sensors"))
+        .await
+        .unwrap();
+    assert_eq!(
+        delta.version(),
+        Some(0),
+        "only the CREATE is in the new table"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_positions_continue_above_the_watermarks_after_the_wal_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(holding(dir.path())).await.unwrap();
+    let mut test = TestServer {
+        server: Some(server),
+        dir,
+    };
+    test.sql(SENSORS_DDL).await;
+    for i in 0..5 {
+        push(&test, i * 10, 10).await;
+    }
+    // A clean stop commits the 50 rows: the watermark is at their position.
+    test.server.take().unwrap().shutdown().await.unwrap();
+    std::fs::remove_dir_all(test.dir.path().join("wal")).unwrap();
+
+    test.server = Some(Server::start(holding(test.dir.path())).await.unwrap());
+    let segments: Vec<String> = std::fs::read_dir(test.dir.path().join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert_ne!(
+        segments[0], "00000000000000000001.wal",
+        "the new log starts at 1"
+    );
+    assert_eq!(test.count("sensors").await, 50);
+    push(&test, 100, 7).await;
+    drop(test.server.take()); // a crash: the 7 rows are only in the new WAL
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    test.server = Some(Server::start(holding(test.dir.path())).await.unwrap());
+    assert_eq!(
+        test.count("sensors").await,
+        57,
+        "rows acked after the WAL was removed were skipped as already committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_after_landing_is_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(holding(dir.path())).await.unwrap();
+    let test = TestServer {
+        server: Some(server),
+        dir,
+    };
+    test.sql(SENSORS_DDL).await; // version 0; a checkpoint every 5 versions
+    let catalog = std::sync::Arc::clone(test.server().catalog());
+    for i in 0..3 {
+        push(&test, i * 10, 10).await;
+        assert_eq!(catalog.commit_all().await.unwrap(), 1);
+    }
+    // Version 4 lands, then its checkpoint cannot be written: delta-rs
+    // reports an error for a commit that is in the log.
+    let log = test
+        .table_url("sensors")
+        .to_file_path()
+        .unwrap()
+        .join("_delta_log");
+    let blocker = log.join("00000000000000000004.checkpoint.parquet");
+    std::fs::create_dir_all(&blocker).unwrap();
+    push(&test, 30, 10).await;
+    assert_eq!(
+        catalog.commit_all().await.unwrap(),
+        1,
+        "the commit that landed counts as done"
+    );
+    assert!(log.join("00000000000000000004.json").exists());
+    assert!(blocker.is_dir(), "the checkpoint was not written");
+    std::fs::remove_dir(&blocker).unwrap();
+
+    push(&test, 40, 10).await;
+    catalog.commit_all().await.unwrap();
+    assert_eq!(test.count("sensors").await, 50);
+    assert_eq!(
+        test.scalar("SELECT count(DISTINCT id) FROM sensors").await,
+        50
+    );
+    assert_eq!(crate::ingest::delta_row_count(&test, "sensors").await, 50);
+    assert!(
+        !log.join("00000000000000000006.json").exists(),
+        "a commit was written twice"
+    );
+}
