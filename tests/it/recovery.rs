@@ -17,6 +17,15 @@ fn holding(dir: &std::path::Path) -> Config {
     config
 }
 
+/// A server on `dir` with the [`holding`] config.
+async fn start_holding(dir: tempfile::TempDir) -> TestServer {
+    let server = Server::start(holding(dir.path())).await.unwrap();
+    TestServer {
+        server: Some(server),
+        dir,
+    }
+}
+
 /// Pushes `rows` sensor rows from id `first` and waits for their ack.
 async fn push(server: &TestServer, first: i64, rows: usize) {
     let mut stream = server.sensors_stream().await;
@@ -26,12 +35,7 @@ async fn push(server: &TestServer, first: i64, rows: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_that_does_not_load_keeps_its_wal_rows_and_stops_the_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(holding(dir.path())).await.unwrap();
-    let test = TestServer {
-        server: Some(server),
-        dir,
-    };
+    let test = start_holding(tempfile::tempdir().unwrap()).await;
     test.sql(SENSORS_DDL).await;
     push(&test, 0, 10).await;
     let TestServer { server, dir } = test;
@@ -50,22 +54,13 @@ async fn a_table_that_does_not_load_keeps_its_wal_rows_and_stops_the_start() {
 
     // Repaired, the table comes back with every acknowledged row.
     std::fs::rename(&aside, &first).unwrap();
-    let server = Server::start(holding(dir.path())).await.unwrap();
-    let test = TestServer {
-        server: Some(server),
-        dir,
-    };
+    let test = start_holding(dir).await;
     assert_eq!(test.count("sensors").await, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_after_drop_table_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(holding(dir.path())).await.unwrap();
-    let test = TestServer {
-        server: Some(server),
-        dir,
-    };
+    let test = start_holding(tempfile::tempdir().unwrap()).await;
     test.sql(SENSORS_DDL).await;
     push(&test, 0, 10).await;
     // A handle taken before the drop, as a running committer holds one.
@@ -91,12 +86,7 @@ async fn a_commit_after_drop_table_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_positions_continue_above_the_watermarks_after_the_wal_is_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(holding(dir.path())).await.unwrap();
-    let mut test = TestServer {
-        server: Some(server),
-        dir,
-    };
+    let mut test = start_holding(tempfile::tempdir().unwrap()).await;
     test.sql(SENSORS_DDL).await;
     for i in 0..5 {
         push(&test, i * 10, 10).await;
@@ -131,12 +121,7 @@ async fn wal_positions_continue_above_the_watermarks_after_the_wal_is_removed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_fails_after_landing_is_not_written_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(holding(dir.path())).await.unwrap();
-    let test = TestServer {
-        server: Some(server),
-        dir,
-    };
+    let test = start_holding(tempfile::tempdir().unwrap()).await;
     test.sql(SENSORS_DDL).await; // version 0; a checkpoint every 5 versions
     let catalog = std::sync::Arc::clone(test.server().catalog());
     for i in 0..3 {
