@@ -157,10 +157,10 @@ fn code_of(e: &Error) -> Code {
         Error::Batch { source, .. } => code_of(source),
         Error::Table(e) => table_code(e),
         Error::Sql(e) => sql_code(e),
+        Error::Wal(e) => wal_code(e),
         Error::Config(_)
         | Error::Io { .. }
         | Error::Locked { .. }
-        | Error::Wal(_)
         | Error::Transport(_)
         | Error::Internal(_) => Code::Internal,
     }
@@ -174,12 +174,23 @@ fn table_code(e: &weir_provider::Error) -> Code {
         E::InvalidTableName { .. } | E::UnsupportedType { .. } => Code::InvalidArgument,
         E::Rows { source, .. } => input_code(source),
         E::ShuttingDown => Code::Unavailable,
+        E::Wal(e) => wal_code(e),
         E::TableUnreadable { .. }
-        | E::Wal(_)
         | E::MalformedEntry { .. }
         | E::Delta { .. }
         | E::Storage(_)
         | E::InvalidStorage { .. } => Code::Internal,
+    }
+}
+
+/// A full disk is `RESOURCE_EXHAUSTED`; a failed write `UNAVAILABLE` (the
+/// WAL repairs itself: resend); damage on disk `INTERNAL`.
+fn wal_code(e: &weir_wal::Error) -> Code {
+    use weir_wal::Error as E;
+    match e {
+        E::Full(_) | E::PayloadTooLarge { .. } => Code::ResourceExhausted,
+        E::Failed(_) | E::Io { .. } | E::Closed => Code::Unavailable,
+        E::Corrupt { .. } | E::Behind { .. } => Code::Internal,
     }
 }
 

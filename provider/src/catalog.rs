@@ -19,6 +19,9 @@ use crate::budget::TailBudget;
 use crate::table::{Table, TableConfig, app_id};
 use crate::{Error, Result, entry, schema};
 
+/// How often a failed WAL is checked for repair.
+const WAL_HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// What replaying the WAL found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -244,12 +247,55 @@ impl Catalog {
         Ok(())
     }
 
-    /// Starts the background committers of all tables.
+    /// Starts the background committers of all tables, and the task that
+    /// brings the WAL back after a failed write.
     pub fn start_committers(self: &Arc<Self>) {
         let tables: Vec<_> = self.tables.read().values().cloned().collect();
         for table in tables {
             self.spawn_committer(table);
         }
+        let catalog = Arc::downgrade(self);
+        let mut stop = self.stop.subscribe();
+        let handle = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(WAL_HEAL_INTERVAL) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                }
+                let Some(catalog) = catalog.upgrade() else {
+                    return;
+                };
+                if catalog.wal.failure().is_some() {
+                    catalog.heal_wal();
+                }
+            }
+        });
+        self.committers.lock().push(handle);
+    }
+
+    /// After a failed WAL write: drops from every tail the rows the WAL
+    /// refused (their streams were told, nothing acked them) and lets the
+    /// WAL take writes again, once it has repaired its segment. Returns
+    /// whether writes resumed.
+    pub fn heal_wal(&self) -> bool {
+        // No table is created, and no row enqueued, while this runs.
+        let tables = self.tables.read();
+        let mut states: Vec<_> = tables.values().map(|t| (t, t.state.lock())).collect();
+        let durable = self.wal.durable_position();
+        let mut freed = 0;
+        for (table, state) in &mut states {
+            let bytes = state.discard_above(durable);
+            if bytes > 0 {
+                table.budget.release(bytes);
+                freed += bytes;
+            }
+        }
+        let resumed = self.wal.resume();
+        drop(states);
+        if resumed {
+            info!(%durable, dropped_bytes = freed, "the WAL takes writes again");
+        }
+        resumed
     }
 
     /// Stops the committers without committing (what a crash does).

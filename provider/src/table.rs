@@ -123,6 +123,18 @@ impl State {
         self.tail_bytes += bytes;
     }
 
+    /// Drops the tail's entries above `durable` (writes the WAL refused);
+    /// returns the bytes they held.
+    pub(crate) fn discard_above(&mut self, durable: WalPosition) -> usize {
+        let mut freed = 0;
+        while self.tail.back().is_some_and(|e| e.position > durable) {
+            let entry = self.tail.pop_back().expect("back exists");
+            self.tail_bytes -= entry.bytes;
+            freed += entry.bytes;
+        }
+        freed
+    }
+
     /// The tail's batches at or below `durable`, in WAL order. Call with the
     /// lock held and `durable` read under it (see the module docs).
     pub(crate) fn durable_tail(&self, durable: WalPosition) -> Vec<RecordBatch> {

@@ -160,3 +160,96 @@ async fn a_commit_that_fails_after_landing_is_not_written_twice() {
         "a commit was written twice"
     );
 }
+
+/// A small tmpfs, mounted for a test (CI runs as root) and unmounted after.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_then_ingest_resumes_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _disk = SmallDisk::mount(&data, "2m");
+    let mut config = holding(&data);
+    config.storage = Some(dir.path().join("tables").display().to_string());
+    let server = Server::start(config).await.unwrap();
+    let test = TestServer {
+        server: Some(server),
+        dir,
+    };
+    test.sql(SENSORS_DDL).await;
+
+    // Fill the WAL's disk: the stream that hits the wall is refused with
+    // RESOURCE_EXHAUSTED, after the batches before it were acked.
+    let client = test.client().await;
+    let mut stream = client
+        .open_stream("sensors", sensors_schema(), Default::default())
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let status = loop {
+        match stream.send(sensor_batch(sent * 2000, 2000)).await {
+            Ok(_) => sent += 1,
+            Err(weir_client::Error::Server(status)) => break status,
+            Err(other) => panic!("{other}"),
+        }
+        if let Err(weir_client::Error::Server(status)) = stream.flush().await {
+            break status;
+        }
+        assert!(sent < 1000, "the disk never filled");
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("disk is full"), "{status:?}");
+    let acked = stream.acked().records;
+    assert!(acked > 0);
+    assert_eq!(
+        test.count("sensors").await,
+        acked,
+        "exactly the acked rows are visible"
+    );
+
+    // Committing frees WAL segments; the WAL repairs itself and a new
+    // stream is acked, with no restart.
+    test.server().catalog().commit_all().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut retry = test.sensors_stream().await;
+        if retry.send(sensor_batch(1_000_000, 100)).await.is_ok() && retry.close().await.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingest did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(test.count("sensors").await, acked + 100);
+    assert_eq!(
+        test.scalar("SELECT count(DISTINCT id) FROM sensors").await,
+        acked + 100
+    );
+}

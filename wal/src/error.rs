@@ -64,6 +64,11 @@ pub enum Error {
     /// after a restart.
     #[error("the WAL failed earlier and accepts no more writes: {0}")]
     Failed(String),
+    /// The disk is full: a write failed for lack of space. Like
+    /// [`Error::Failed`], the log refuses writes until it has repaired
+    /// itself (see [`Wal::resume`](crate::Wal::resume)).
+    #[error("the WAL's disk is full; writes resume once there is room: {0}")]
+    Full(String),
     /// The payload is larger than [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN).
     #[error("WAL payload of {len} bytes exceeds the limit of {max} bytes")]
     PayloadTooLarge {

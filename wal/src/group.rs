@@ -38,7 +38,28 @@ struct State {
     /// No more pushes; the writer drains the queue and stops.
     closed: bool,
     /// Why the log is poisoned, if it is.
-    poisoned: Option<String>,
+    poisoned: Option<Poison>,
+}
+
+/// Why the log refuses writes.
+#[derive(Debug, Clone)]
+pub(crate) struct Poison {
+    pub reason: String,
+    /// The disk was full.
+    pub full: bool,
+    /// The writer has cut the failed writes off the segment: the log can
+    /// take writes again once its user has dropped what was not durable.
+    pub repaired: bool,
+}
+
+impl Poison {
+    pub fn error(&self) -> Error {
+        if self.full {
+            Error::Full(self.reason.clone())
+        } else {
+            Error::Failed(self.reason.clone())
+        }
+    }
 }
 
 /// Pending records shared by the appenders and the writer thread.
@@ -69,8 +90,8 @@ impl GroupBuffer {
     ) -> Result<(WalPosition, oneshot::Receiver<Result<WalPosition>>)> {
         let (reply, receiver) = oneshot::channel();
         let mut state = self.state.lock();
-        if let Some(reason) = &state.poisoned {
-            return Err(Error::Failed(reason.clone()));
+        if let Some(poison) = &state.poisoned {
+            return Err(poison.error());
         }
         if state.closed {
             return Err(Error::Closed);
@@ -93,14 +114,12 @@ impl GroupBuffer {
     pub fn take_group(&self, max_bytes: u64) -> Option<Vec<Pending>> {
         let mut state = self.state.lock();
         loop {
-            if state.poisoned.is_some() {
+            if state.closed && (state.queue.is_empty() || state.poisoned.is_some()) {
                 return None;
             }
-            if !state.queue.is_empty() {
+            // While poisoned the queue is empty: wait for a resume.
+            if state.poisoned.is_none() && !state.queue.is_empty() {
                 break;
-            }
-            if state.closed {
-                return None;
             }
             self.wake_writer.wait(&mut state);
         }
@@ -124,11 +143,16 @@ impl GroupBuffer {
         self.wake_writer.notify_all();
     }
 
-    /// Poisons the buffer: every later push fails with [`Error::Failed`].
+    /// Poisons the buffer: every later push fails with [`Error::Failed`]
+    /// (or [`Error::Full`] if `full`) until [`GroupBuffer::resume`].
     /// Returns the records still queued, for the caller to fail.
-    pub fn poison(&self, reason: String) -> Vec<Pending> {
+    pub fn poison(&self, reason: String, full: bool) -> Vec<Pending> {
         let mut state = self.state.lock();
-        state.poisoned.get_or_insert(reason);
+        state.poisoned.get_or_insert(Poison {
+            reason,
+            full,
+            repaired: false,
+        });
         let rest = state.queue.drain(..).collect();
         drop(state);
         self.wake_writer.notify_all();
@@ -136,8 +160,33 @@ impl GroupBuffer {
     }
 
     /// Why the buffer is poisoned, if it is.
-    pub fn poisoned(&self) -> Option<String> {
+    pub fn poisoned(&self) -> Option<Poison> {
         self.state.lock().poisoned.clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// The writer cut the failed writes off: a resume may follow.
+    pub fn mark_repaired(&self) {
+        if let Some(poison) = self.state.lock().poisoned.as_mut() {
+            poison.repaired = true;
+        }
+    }
+
+    /// Takes pushes again, numbered from `next`, if the writer has repaired
+    /// the log. Returns whether it did.
+    pub fn resume(&self, next: WalPosition) -> bool {
+        let mut state = self.state.lock();
+        if !state.poisoned.as_ref().is_some_and(|p| p.repaired) || state.closed {
+            return false;
+        }
+        state.poisoned = None;
+        state.next = next;
+        drop(state);
+        self.wake_writer.notify_all();
+        true
     }
 }
 
@@ -189,16 +238,26 @@ mod tests {
         let buffer = GroupBuffer::new(WalPosition(1));
         buffer.push(payload(1)).unwrap();
         buffer.push(payload(1)).unwrap();
-        let rest = buffer.poison("disk on fire".into());
+        let rest = buffer.poison("disk on fire".into(), false);
         assert_eq!(rest.len(), 2);
         let Err(Error::Failed(reason)) = buffer.push(payload(1)) else {
             panic!("a poisoned buffer must refuse pushes");
         };
         assert_eq!(reason, "disk on fire");
-        assert!(buffer.take_group(u64::MAX).is_none());
         // The first reason sticks.
-        buffer.poison("second".into());
-        assert_eq!(buffer.poisoned().as_deref(), Some("disk on fire"));
+        buffer.poison("second".into(), true);
+        let poison = buffer.poisoned().unwrap();
+        assert_eq!(poison.reason, "disk on fire");
+        assert!(!poison.full);
+        // A resume takes only after the writer's repair.
+        assert!(!buffer.resume(WalPosition(1)));
+        buffer.mark_repaired();
+        assert!(buffer.resume(WalPosition(1)));
+        assert_eq!(buffer.push(payload(1)).unwrap().0, WalPosition(1));
+        // Poisoned and closed, the writer is told to stop.
+        buffer.poison("again".into(), false);
+        buffer.close();
+        assert!(buffer.take_group(u64::MAX).is_none());
     }
 
     #[test]

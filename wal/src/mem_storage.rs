@@ -16,6 +16,8 @@ use crate::storage::{Storage, StorageFile};
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Faults {
     pub fail_writes: bool,
+    /// Writes fail as on a full disk (`ENOSPC`).
+    pub disk_full: bool,
     pub fail_syncs: bool,
     /// How long each file fsync takes.
     pub sync_delay: Duration,
@@ -195,6 +197,12 @@ impl MemHandle {
 
 impl StorageFile for MemHandle {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.storage.inner.state.lock().faults.disk_full {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected: no space left on device",
+            ));
+        }
         if self.storage.inner.state.lock().faults.fail_writes {
             return Err(injected("write"));
         }

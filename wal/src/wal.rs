@@ -170,6 +170,29 @@ impl Wal {
         Ok(deleted)
     }
 
+    /// Why the log refuses writes, if it does: an earlier write failed.
+    pub fn failure(&self) -> Option<Error> {
+        self.shared.group.poisoned().map(|p| p.error())
+    }
+
+    /// After a failed write: once the writer has cut the failed records off
+    /// the segment, takes writes again, from the position after the last
+    /// durable one. Returns whether it did (false while the repair is
+    /// still under way, or if nothing failed).
+    ///
+    /// The records that failed got positions above
+    /// [`durable_position`](Self::durable_position); the caller must first
+    /// forget everything it holds at those positions, because they are
+    /// given out again.
+    pub fn resume(&self) -> bool {
+        let next = self.durable_position().next();
+        let resumed = self.shared.group.resume(next);
+        if resumed {
+            info!(next = %next, "WAL writes resumed");
+        }
+        resumed
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> WalStats {
         let shared = &self.shared;
@@ -193,7 +216,7 @@ impl Wal {
             return Err(Error::Failed("the WAL writer thread panicked".into()));
         }
         match self.shared.group.poisoned() {
-            Some(reason) => Err(Error::Failed(reason)),
+            Some(poison) => Err(poison.error()),
             None => Ok(()),
         }
     }

@@ -6,15 +6,24 @@
 //! one reached its target size. A dedicated OS thread rather than a tokio
 //! task, because `write` and `fsync` block.
 //!
-//! On any I/O error it poisons the log, fails the group and everything
-//! queued, and stops. It never retries an fsync.
+//! On an I/O error it poisons the log and fails the group and everything
+//! queued (with [`Error::Full`] when the disk is full). Then it repairs:
+//! it cuts the segment back to its last durable length (retrying with a
+//! backoff until that works) and waits for [`Wal::resume`], which the
+//! log's user calls once it has dropped what was not durable; writing then
+//! goes on from the position after the last durable record. It never
+//! retries an fsync: after a failed one it starts over from the durable
+//! length.
+//!
+//! [`Wal::resume`]: crate::Wal::resume
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tracing::{debug, error};
+use tracing::{debug, error, info, warn};
 
 use crate::group::Pending;
 use crate::record;
@@ -47,7 +56,10 @@ impl Writer {
         while let Some(group) = self.shared.group.take_group(self.config.max_group_bytes) {
             if let Err(error) = self.write_group(&group, &mut buf) {
                 self.poison(&error, group);
-                return;
+                if !self.repair() {
+                    return;
+                }
+                continue;
             }
             let durable = self.next.get() - 1;
             for pending in group {
@@ -58,10 +70,62 @@ impl Writer {
                 && let Err(error) = self.rotate()
             {
                 self.poison(&error, Vec::new());
-                return;
+                if !self.repair() {
+                    return;
+                }
+                continue;
             }
             debug!(durable, "WAL group committed");
         }
+    }
+
+    /// Cuts the active segment back to its durable length and fsyncs it,
+    /// retrying with a backoff, then lets [`Wal::resume`](crate::Wal::resume)
+    /// restart writing. False if the log was closed meanwhile.
+    fn repair(&mut self) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.shared.group.is_closed() {
+                return false;
+            }
+            match self.cut_back() {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(error = %e, "cannot repair the WAL segment yet; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.next = WalPosition(self.shared.durable.load(Ordering::Acquire) + 1);
+        self.shared.group.mark_repaired();
+        info!(next = %self.next, "WAL repaired; writes resume once the tables dropped what was not durable");
+        true
+    }
+
+    /// Removes what a failed write or rotation left: bytes past the
+    /// segment's durable length, and a half-made next segment.
+    fn cut_back(&mut self) -> Result<()> {
+        let path = self.active.path.clone();
+        let mut file = self
+            .storage
+            .open_append(&path)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        file.set_len(self.active.len)
+            .map_err(|e| Error::io("truncate segment", &path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fsync segment", &path, e))?;
+        self.active.file = file;
+        let next = WalPosition(self.shared.durable.load(Ordering::Acquire) + 1);
+        let stray = self.dir.join(segment::file_name(next));
+        if stray != path {
+            match self.storage.remove(&stray) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete segment", &stray, e)),
+            }
+        }
+        Ok(())
     }
 
     /// Writes and fsyncs one group, then advances the durable position.
@@ -77,11 +141,12 @@ impl Writer {
             .file
             .write_all(buf)
             .map_err(|e| Error::io("write segment", path, e))?;
-        self.active.len += buf.len() as u64;
         self.active
             .file
             .sync_data()
             .map_err(|e| Error::io("fsync segment", path, e))?;
+        // Only now: a repair cuts the segment back to this length.
+        self.active.len += buf.len() as u64;
         let shared = &self.shared;
         shared
             .appends
@@ -110,10 +175,22 @@ impl Writer {
 
     fn poison(&self, error: &Error, group: Vec<Pending>) {
         let reason = error.to_string();
-        error!(%reason, "WAL write failed; the log accepts no more writes until restarted");
-        let rest = self.shared.group.poison(reason.clone());
+        let full = matches!(
+            error,
+            Error::Io { source, .. }
+                if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        );
+        error!(%reason, full, "WAL write failed; the records not yet durable are refused and the log repairs itself");
+        let rest = self.shared.group.poison(reason.clone(), full);
+        let failure = || {
+            if full {
+                Error::Full(reason.clone())
+            } else {
+                Error::Failed(reason.clone())
+            }
+        };
         for pending in group.into_iter().chain(rest) {
-            pending.answer(Err(Error::Failed(reason.clone())));
+            pending.answer(Err(failure()));
         }
     }
 }
@@ -126,7 +203,7 @@ impl Drop for FailQueuedOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let reason = "the WAL writer thread panicked".to_string();
-            for pending in self.0.group.poison(reason.clone()) {
+            for pending in self.0.group.poison(reason.clone(), false) {
                 pending.answer(Err(Error::Failed(reason.clone())));
             }
         }

@@ -505,3 +505,65 @@ fn a_new_log_starts_after_the_consumed_positions_and_an_older_one_is_refused() {
     );
     assert!(err.to_string().contains("move this one aside"), "{err}");
 }
+
+/// Calls `resume` until it takes (the writer repairs in the background).
+fn resume_soon(wal: &Wal) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !wal.resume() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL did not repair"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_group_then_the_log_repairs_and_goes_on() {
+    let storage = MemStorage::default();
+    let (wal, _) = open_mem(&storage, WalConfig::for_tests());
+    assert_eq!(block_on(wal.append(payload(1))).unwrap(), WalPosition(1));
+
+    storage.set_faults(Faults {
+        disk_full: true,
+        ..Faults::default()
+    });
+    let err = block_on(wal.append(payload(2))).unwrap_err();
+    assert!(matches!(err, Error::Full(_)), "{err}");
+    assert!(matches!(wal.enqueue(payload(3)), Err(Error::Full(_))));
+    assert!(matches!(wal.failure(), Some(Error::Full(_))));
+    assert_eq!(wal.durable_position(), WalPosition(1));
+
+    // Room again: the failed position is given out again, nothing is lost
+    // and the log has no hole.
+    storage.set_faults(Faults::default());
+    resume_soon(&wal);
+    assert!(wal.failure().is_none());
+    assert_eq!(block_on(wal.append(payload(4))).unwrap(), WalPosition(2));
+    assert_eq!(block_on(wal.append(payload(5))).unwrap(), WalPosition(3));
+    let (_wal, records) = open_mem(&storage.crash_copy(), WalConfig::for_tests());
+    let payloads: Vec<_> = records.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(payloads, [payload(1), payload(4), payload(5)]);
+    assert_eq!(positions(&records), [1, 2, 3]);
+}
+
+#[test]
+fn after_a_failed_fsync_the_log_starts_over_from_the_durable_length() {
+    let storage = MemStorage::default();
+    let (wal, _) = open_mem(&storage, WalConfig::for_tests());
+    block_on(wal.append(payload(1))).unwrap();
+    storage.set_faults(Faults {
+        fail_syncs: true,
+        ..Faults::default()
+    });
+    assert!(matches!(
+        block_on(wal.append(payload(2))),
+        Err(Error::Failed(_))
+    ));
+    storage.set_faults(Faults::default());
+    resume_soon(&wal);
+    assert_eq!(block_on(wal.append(payload(3))).unwrap(), WalPosition(2));
+    let (_wal, records) = open_mem(&storage.crash_copy(), WalConfig::for_tests());
+    let payloads: Vec<_> = records.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(payloads, [payload(1), payload(3)]);
+}
