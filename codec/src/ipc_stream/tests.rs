@@ -223,3 +223,11 @@ fn the_fuzz_seeds_written_by_pyarrow_decode_and_conform() {
         assert_eq!(fuzz_messages(seed), 1, "{name}");
     }
 }
+
+#[test]
+fn a_schema_that_panics_in_arrows_reader_is_an_error() {
+    // Found by the fuzzer: a Schema message whose field type arrow-ipc's
+    // converter does not handle (it panics with `unimplemented!`).
+    let input = include_bytes!("../../fuzz/seeds/arrow_ipc/panicking_schema");
+    assert_eq!(fuzz_messages(input), 0);
+}
