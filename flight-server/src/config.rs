@@ -13,6 +13,7 @@
 //! interval_ms = 10000
 //! target_bytes = 134217728
 //! checkpoint_interval = 20
+//! timeout_ms = 120000
 //! zstd_level = 3
 //!
 //! [limits]
@@ -76,6 +77,8 @@ pub struct CommitSection {
     pub target_bytes: usize,
     /// Write a Delta checkpoint every this many commits.
     pub checkpoint_interval: u64,
+    /// A commit that takes longer fails and is retried.
+    pub timeout_ms: u64,
     /// zstd level of the Parquet files.
     pub zstd_level: i32,
 }
@@ -197,6 +200,7 @@ impl From<&TableConfig> for CommitSection {
             interval_ms: u64::try_from(t.commit_interval.as_millis()).unwrap_or(u64::MAX),
             target_bytes: t.commit_target_bytes,
             checkpoint_interval: t.checkpoint_interval,
+            timeout_ms: u64::try_from(t.commit_timeout.as_millis()).unwrap_or(u64::MAX),
             zstd_level: t.zstd_level,
         }
     }
@@ -260,6 +264,7 @@ impl Config {
             tail_budget_bytes: self.limits.tail_budget_bytes,
             all_tails_budget_bytes: self.limits.all_tails_budget_bytes,
             checkpoint_interval: self.commit.checkpoint_interval,
+            commit_timeout: Duration::from_millis(self.commit.timeout_ms),
             zstd_level: self.commit.zstd_level,
         }
     }

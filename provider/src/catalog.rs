@@ -19,6 +19,9 @@ use crate::budget::TailBudget;
 use crate::table::{Table, TableConfig, app_id};
 use crate::{Error, Result, entry, schema};
 
+/// The longest wait between two tries of a failing commit.
+const MAX_COMMIT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How often a failed WAL is checked for repair.
 const WAL_HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -354,18 +357,45 @@ impl Catalog {
         let interval = self.config.commit_interval;
         let budget = Arc::clone(&self.budget);
         let handle = tokio::spawn(async move {
+            // Consecutive failed commits: each waits twice as long as the
+            // one before (up to MAX_COMMIT_BACKOFF) before the next try.
+            let mut failures = 0u32;
             loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = table.commit_wanted.notified() => {}
-                    _ = budget.full.notified() => {}
-                    _ = stop.wait_for(|stopped| *stopped) => return,
+                if failures > 0 {
+                    let backoff = interval
+                        .saturating_mul(1 << failures.min(16))
+                        .min(MAX_COMMIT_BACKOFF);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.wait_for(|stopped| *stopped) => return,
+                    }
+                } else {
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = table.commit_wanted.notified() => {}
+                        _ = budget.full.notified() => {}
+                        _ = stop.wait_for(|stopped| *stopped) => return,
+                    }
                 }
                 if table.is_dropped() {
                     return;
                 }
                 match table.commit().await {
+                    Err(e) => {
+                        failures += 1;
+                        let behind = table.stats();
+                        error!(
+                            table = table.name(),
+                            error = %e,
+                            attempt = failures,
+                            tail_rows = behind.tail_rows,
+                            tail_bytes = behind.tail_bytes,
+                            committed_through = %behind.committed_through,
+                            "commit failed; the rows stay in the WAL and visible, and the commit is retried"
+                        );
+                    }
                     Ok(Some(done)) => {
+                        failures = 0;
                         info!(
                             table = table.name(),
                             version = done.version,
@@ -379,8 +409,7 @@ impl Catalog {
                             None => return,
                         }
                     }
-                    Ok(None) => {}
-                    Err(e) => error!(table = table.name(), error = %e, "commit failed; will retry"),
+                    Ok(None) => failures = 0,
                 }
             }
         });

@@ -12,6 +12,7 @@
 //! outcome is resolved by reading the table's `txn` watermark again before
 //! anything else is written, so a failed commit is never written twice.
 
+use std::future::IntoFuture;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -79,12 +80,19 @@ impl Table {
             .build();
         let version = i64::try_from(through.get()).unwrap_or(i64::MAX);
         let txn = Transaction::new(&self.app_id, version);
-        let written = delta
+        let write = delta
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_writer_properties(properties)
             .with_commit_properties(CommitProperties::default().with_application_transaction(txn))
-            .await;
+            .into_future();
+        let written = match tokio::time::timeout(self.config.commit_timeout, write).await {
+            Ok(written) => written,
+            Err(_) => Err(deltalake::DeltaTableError::Generic(format!(
+                "the commit took longer than {} s",
+                self.config.commit_timeout.as_secs()
+            ))),
+        };
         let version = match written {
             Ok(committed) => {
                 let version = committed.version().unwrap_or_default();

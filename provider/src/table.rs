@@ -40,6 +40,9 @@ pub struct TableConfig {
     pub all_tails_budget_bytes: usize,
     /// Write a Delta checkpoint every this many commits.
     pub checkpoint_interval: u64,
+    /// A commit that takes longer fails (its outcome is then found out
+    /// before the next try: it may have landed).
+    pub commit_timeout: Duration,
     /// zstd level of the Parquet files.
     pub zstd_level: i32,
 }
@@ -52,6 +55,7 @@ impl Default for TableConfig {
             tail_budget_bytes: 1 << 30,
             all_tails_budget_bytes: 2 << 30,
             checkpoint_interval: 20,
+            commit_timeout: Duration::from_secs(120),
             zstd_level: 3,
         }
     }
@@ -66,6 +70,7 @@ impl TableConfig {
             tail_budget_bytes: 4 << 20,
             all_tails_budget_bytes: 16 << 20,
             checkpoint_interval: 5,
+            commit_timeout: Duration::from_secs(30),
             zstd_level: 1,
         }
     }

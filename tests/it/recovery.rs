@@ -253,3 +253,38 @@ async fn a_full_disk_refuses_writes_then_ingest_resumes_on_its_own() {
         acked + 100
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_fail_while_the_table_storage_is_broken_and_nothing_is_lost_or_doubled() {
+    let test = start_holding(tempfile::tempdir().unwrap()).await;
+    test.sql(SENSORS_DDL).await;
+    let catalog = std::sync::Arc::clone(test.server().catalog());
+    push(&test, 0, 10).await;
+    catalog.commit_all().await.unwrap();
+
+    // The table's log becomes unwritable (a file where its directory was).
+    let table = test.table_url("sensors").to_file_path().unwrap();
+    let log = table.join("_delta_log");
+    let away = table.join("log-away");
+    std::fs::rename(&log, &away).unwrap();
+    std::fs::write(&log, b"not a directory").unwrap();
+    push(&test, 10, 10).await;
+    assert!(catalog.commit_all().await.is_err());
+    assert!(
+        catalog.commit_all().await.is_err(),
+        "retried, failing again"
+    );
+    // Acked rows stay visible from the tail meanwhile.
+    assert_eq!(test.count("sensors").await, 20);
+
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&away, &log).unwrap();
+    push(&test, 20, 10).await;
+    catalog.commit_all().await.unwrap();
+    assert_eq!(test.count("sensors").await, 30);
+    assert_eq!(crate::ingest::delta_row_count(&test, "sensors").await, 30);
+    assert_eq!(
+        test.scalar("SELECT count(DISTINCT id) FROM sensors").await,
+        30
+    );
+}

@@ -30,7 +30,13 @@ pub enum Error {
         source: io::Error,
     },
     /// A segment holds bytes that are not a valid log.
-    #[error("WAL segment {} is corrupt at byte {offset}: {reason}", .segment.display())]
+    #[error(
+        "WAL segment {} is corrupt at byte {offset}: {reason}. The log does not open on \
+         damage it cannot tell from a torn last write: restore the segment from a backup, or \
+         move the whole WAL directory aside to start a new log (records not yet committed to \
+         the tables are then lost)",
+        .segment.display()
+    )]
     Corrupt {
         /// The damaged segment file.
         segment: PathBuf,
