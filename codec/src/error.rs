@@ -41,14 +41,20 @@ impl fmt::Display for Echo<'_> {
 /// The first [`MAX_ECHO_BYTES`] of `text` (at a character boundary), or
 /// `None` if it is no longer than that.
 fn cut(text: &str) -> Option<&str> {
-    if text.len() <= MAX_ECHO_BYTES {
-        return None;
+    (text.len() > MAX_ECHO_BYTES).then(|| prefix(text, MAX_ECHO_BYTES))
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a
+/// character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
     }
-    let mut end = MAX_ECHO_BYTES;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Some(&text[..end])
+    &text[..end]
 }
 
 /// [`Echo`] without the quotes, for text that is a message rather than a

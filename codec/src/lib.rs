@@ -42,5 +42,5 @@ pub mod limits;
 pub mod protobuf;
 
 pub use conform::{conform, conformed_size_estimate};
-pub use error::{Echo, EchoText, Error, MAX_ECHO_BYTES, RecordProblem, Result};
+pub use error::{Echo, EchoText, Error, MAX_ECHO_BYTES, RecordProblem, Result, prefix};
 pub use limits::{Limits, RowWidths};

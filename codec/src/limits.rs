@@ -48,29 +48,23 @@ impl Default for Limits {
 impl Limits {
     /// Fails unless `rows` is within `max_request_rows`.
     pub fn check_rows(&self, rows: u64) -> Result<()> {
-        if rows > self.max_request_rows as u64 {
-            return Err(Error::LimitExceeded {
-                what: "rows in one request",
-                value: rows,
-                limit: self.max_request_rows as u64,
-                setting: "limits.max_request_rows",
-            });
-        }
-        Ok(())
+        within(
+            "rows in one request",
+            rows,
+            self.max_request_rows,
+            "limits.max_request_rows",
+        )
     }
 
     /// Fails unless `bytes` (an estimate of a request's decoded size) is
     /// within `max_request_bytes`.
     pub fn check_bytes(&self, bytes: u64) -> Result<()> {
-        if bytes > self.max_request_bytes as u64 {
-            return Err(Error::LimitExceeded {
-                what: "bytes of one request once decoded",
-                value: bytes,
-                limit: self.max_request_bytes as u64,
-                setting: "limits.max_request_bytes",
-            });
-        }
-        Ok(())
+        within(
+            "bytes of one request once decoded",
+            bytes,
+            self.max_request_bytes,
+            "limits.max_request_bytes",
+        )
     }
 
     /// Checks a request of `records` protobuf or JSON records in `body_len`
@@ -79,6 +73,19 @@ impl Limits {
         self.check_rows(records as u64)?;
         self.check_bytes(widths.records_estimate(records, body_len))
     }
+}
+
+/// [`Error::LimitExceeded`] if `value` is over `limit`.
+fn within(what: &'static str, value: u64, limit: usize, setting: &'static str) -> Result<()> {
+    if value > limit as u64 {
+        return Err(Error::LimitExceeded {
+            what,
+            value,
+            limit: limit as u64,
+            setting,
+        });
+    }
+    Ok(())
 }
 
 /// What rows of a schema cost in Arrow memory, for estimates.

@@ -134,16 +134,12 @@ impl From<Error> for Status {
 }
 
 /// `message`, cut to [`MAX_STATUS_MESSAGE_BYTES`] at a character boundary.
-fn cut(mut message: String) -> String {
-    if message.len() > MAX_STATUS_MESSAGE_BYTES {
-        let mut end = MAX_STATUS_MESSAGE_BYTES - 16;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str("... (cut)");
+fn cut(message: String) -> String {
+    if message.len() <= MAX_STATUS_MESSAGE_BYTES {
+        return message;
     }
-    message
+    let shown = weir_codec::prefix(&message, MAX_STATUS_MESSAGE_BYTES - 16);
+    format!("{shown}... (cut)")
 }
 
 fn code_of(e: &Error) -> Code {

@@ -224,10 +224,17 @@ enum Source {
     },
 }
 
-/// One request, not yet checked.
+/// One request, not yet checked against the table.
 enum Payload {
-    /// A record batch message, not yet decoded.
-    Ipc(arrow_flight::FlightData),
+    /// A decoded Arrow batch, and the size of the body its arrays share.
+    Batch {
+        batch: RecordBatch,
+        body_bytes: usize,
+    },
+    /// A record batch message the decoder refused: the error is reported
+    /// as this request's, naming its offset.
+    Refused(Error),
+    /// Protobuf or JSON records.
     Records(bytes::Bytes),
 }
 
@@ -241,21 +248,23 @@ impl Source {
                     Some(Err(status)) => return Err(Error::from_input(status)),
                     Some(Ok(data)) => data,
                 };
-                if IpcStreamDecoder::is_record_batch(&data.data_header) {
-                    // Decoded with the request, so that its errors name
-                    // its offset.
-                    return Ok(Some((data.app_metadata.clone(), Payload::Ipc(data))));
-                }
-                match decoder.decode(&data.data_header, data.data_body)? {
-                    IpcMessage::Dictionary | IpcMessage::None => continue,
-                    IpcMessage::Schema(_) | IpcMessage::Batch(_) => {
+                let body_bytes = data.data_body.len();
+                let payload = match decoder.decode(&data.data_header, data.data_body) {
+                    Ok(IpcMessage::Batch(batch)) => Payload::Batch { batch, body_bytes },
+                    Ok(IpcMessage::Dictionary | IpcMessage::None) => continue,
+                    Ok(IpcMessage::Schema(_)) => {
                         return Err(Error::Internal(
-                            "the decoder returned a schema or a batch for a message that is \
-                             not a record batch"
-                                .into(),
+                            "the decoder accepted a second schema".into(),
                         ));
                     }
-                }
+                    // Only on failure: is this a request (named by its
+                    // offset) or a schema or dictionary message?
+                    Err(e) if IpcStreamDecoder::is_record_batch(&data.data_header) => {
+                        Payload::Refused(e.into())
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                return Ok(Some((data.app_metadata, payload)));
             },
             Source::Records { input, .. } => match input.next().await {
                 None => Ok(None),
@@ -266,22 +275,15 @@ impl Source {
     }
 
     /// Turns a payload into rows of the table's schema.
-    fn rows(&mut self, table: &Table, limits: &Limits, payload: Payload) -> Result<RecordBatch> {
+    fn rows(&self, table: &Table, limits: &Limits, payload: Payload) -> Result<RecordBatch> {
         match (self, payload) {
-            (Source::Arrow { decoder, .. }, Payload::Ipc(data)) => {
-                match decoder.decode(&data.data_header, data.data_body)? {
-                    IpcMessage::Batch(batch) => Ok(table.conform(&batch, limits)?),
-                    _ => Err(Error::Internal(
-                        "a record batch message did not decode to a batch".into(),
-                    )),
-                }
-            }
+            (_, Payload::Batch { batch, .. }) => Ok(table.conform(&batch, limits)?),
+            (_, Payload::Refused(e)) => Err(e),
             (Source::Records { decoder, .. }, Payload::Records(body)) => {
                 decoder.decode(table, &body)
             }
-            (Source::Arrow { .. }, Payload::Records(_))
-            | (Source::Records { .. }, Payload::Ipc(_)) => Err(Error::Internal(
-                "a stream produced a payload of the other kind".into(),
+            (Source::Arrow { .. }, Payload::Records(_)) => Err(Error::Internal(
+                "an Arrow stream produced a records payload".into(),
             )),
         }
     }
@@ -336,8 +338,8 @@ async fn ingest(
         // An Arrow batch's arrays share the request's body: the tail is
         // charged for all of it.
         let retained = match &payload {
-            Payload::Ipc(data) => data.data_body.len(),
-            Payload::Records(_) => 0,
+            Payload::Batch { body_bytes, .. } => *body_bytes,
+            Payload::Refused(_) | Payload::Records(_) => 0,
         };
         let appended = match source.rows(&table, &limits, payload) {
             Ok(batch) => {
