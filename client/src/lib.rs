@@ -31,4 +31,4 @@ mod error;
 mod stream;
 
 pub use error::{Error, Result};
-pub use stream::{Ack, Client, Stream, StreamOptions};
+pub use stream::{Ack, Client, STREAM_NAME_HEADER, Stream, StreamOptions};

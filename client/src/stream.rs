@@ -1,7 +1,8 @@
-//! Streams: offsets, the in-flight buffer and acks.
+//! Streams: offsets, the in-flight buffer, acks, and reconnecting.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -18,27 +19,55 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{Error, Result};
 
+/// The header naming a resumable stream (weir's ingest convention).
+pub const STREAM_NAME_HEADER: &str = "x-weir-stream-name";
+
 /// A connection to a weir server.
 #[derive(Debug, Clone)]
 pub struct Client {
     flight: FlightServiceClient<Channel>,
 }
 
-/// How a stream buffers.
+/// How a stream buffers, and how it recovers from failures.
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
     /// Most batches sent but not yet acknowledged; `send` waits beyond it.
     pub max_in_flight: usize,
+    /// The stream's name (the `x-weir-stream-name` header), for exactly
+    /// once across reconnects and server restarts: its offsets go on from
+    /// where the server says the stream is durable, and resent requests
+    /// are not written twice. `None`: an anonymous stream, numbered from 0
+    /// on every connection, at least once on resend.
+    pub name: Option<String>,
+    /// How often the stream reconnects after a failure the server or the
+    /// network may recover from (UNAVAILABLE, UNKNOWN, INTERNAL, a lost
+    /// connection) before it gives up; 0 turns reconnecting off. Each
+    /// reconnect resends every unacknowledged request.
+    pub reconnect_attempts: u32,
+    /// The wait before the first reconnect; it doubles up to 5 s.
+    pub reconnect_backoff: Duration,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        Self { max_in_flight: 64 }
+        Self {
+            max_in_flight: 64,
+            name: None,
+            reconnect_attempts: 10,
+            reconnect_backoff: Duration::from_millis(100),
+        }
     }
 }
 
-/// The server's cumulative ack: batches `0..=offset` (`records` rows in
-/// all) are durable. `offset` is -1 before the first batch is acked.
+/// The longest wait between two reconnects.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The server's cumulative ack: requests up to `offset` are durable. For
+/// an anonymous stream `offset` counts from 0 at the stream's start (across
+/// reconnects); for a named stream it is the stream's own offset. `records`
+/// is the rows acked on the current connection (a reconnect starts it at
+/// 0). `offset` is -1 (or, for a named stream, the offset it resumed
+/// after) before the first request is acked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub offset: i64,
@@ -48,7 +77,7 @@ pub struct Ack {
 #[derive(Debug, Clone)]
 struct AckState {
     ack: Ack,
-    /// Set when the server ended the stream with an error.
+    /// Set when the server ended the connection with an error.
     failed: Option<Arc<tonic::Status>>,
     /// Set when the ack stream ended.
     ended: bool,
@@ -69,13 +98,36 @@ pub enum Request {
     Records(Bytes),
 }
 
-/// One ordered stream of requests into a table.
+/// Requests sent and not yet acknowledged, by offset, oldest first.
+type InFlight = Arc<Mutex<VecDeque<(i64, Request)>>>;
+
+/// One `DoPut` call of a stream.
+#[derive(Debug)]
+struct Connection {
+    outgoing: mpsc::Sender<FlightData>,
+    acks: watch::Receiver<AckState>,
+    /// The stream offset of this call's wire offset 0 (0 for a named
+    /// stream, whose wire offsets are its own).
+    base: i64,
+}
+
+/// One ordered stream of requests into a table. It reconnects on its own
+/// (see [`StreamOptions::reconnect_attempts`]).
 #[derive(Debug)]
 pub struct Stream {
-    outgoing: Option<mpsc::Sender<FlightData>>,
-    acks: watch::Receiver<AckState>,
-    in_flight: Arc<Mutex<VecDeque<(i64, Request)>>>,
+    client: Client,
+    /// The first message of every call: the schema or the records header,
+    /// with the table's descriptor.
+    first: FlightData,
+    connection: Option<Connection>,
+    in_flight: InFlight,
     next_offset: i64,
+    /// The named stream's durable offset when it first opened.
+    resumed_at: i64,
+    /// The latest ack, kept across reconnects.
+    acked: Ack,
+    /// Why the stream stopped, once it gave up.
+    failed: Option<tonic::Status>,
     options: StreamOptions,
     records: bool,
 }
@@ -87,6 +139,9 @@ impl Client {
             address: address.to_string(),
             reason,
         };
+        // The channel connects again by itself when a call finds its
+        // connection gone, so a stream reconnecting after a server restart
+        // needs no new client.
         let channel = Endpoint::from_shared(address.to_string())
             .map_err(|e| connect_error(e.to_string()))?
             .connect()
@@ -112,7 +167,7 @@ impl Client {
             .next()
             .expect("the schema message")
             .with_descriptor(descriptor);
-        self.open(first, options, false).await
+        Stream::open(self.clone(), first, options, false).await
     }
 
     /// Opens a stream of protobuf or JSON records to `table`. `header` is
@@ -129,41 +184,52 @@ impl Client {
         let first = FlightData::new()
             .with_descriptor(FlightDescriptor::new_path(vec![table.to_string()]))
             .with_app_metadata(header.to_string().into_bytes());
-        self.open(first, options, true).await
+        Stream::open(self.clone(), first, options, true).await
     }
 
-    async fn open(
+    /// Starts one `DoPut` call and waits for its ready ack.
+    async fn call(
         &self,
         first: FlightData,
-        options: StreamOptions,
-        records: bool,
-    ) -> Result<Stream> {
+        options: &StreamOptions,
+        in_flight: &InFlight,
+        base: i64,
+    ) -> Result<(Connection, Ack)> {
         let (outgoing, rx) = mpsc::channel(options.max_in_flight.max(1));
         outgoing
             .send(first)
             .await
             .expect("the receiver is alive until the call starts");
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(name) = &options.name {
+            let value = name
+                .parse()
+                .map_err(|_| Error::Protocol(format!("stream name {name:?} is not ASCII")))?;
+            request.metadata_mut().insert(STREAM_NAME_HEADER, value);
+        }
         let mut flight = self.flight.clone();
-        let mut responses = flight.do_put(ReceiverStream::new(rx)).await?.into_inner();
+        let mut responses = flight.do_put(request).await?.into_inner();
         let ready = responses
             .next()
             .await
             .ok_or_else(|| Error::Protocol("the stream ended before the ready ack".into()))??;
         let ready = parse_ack(&ready.app_metadata)?;
-        if ready.offset != -1 {
+        if options.name.is_none() && ready.offset != -1 {
             return Err(Error::Protocol(format!(
                 "expected the ready ack -1, got {}",
                 ready.offset
             )));
         }
-
+        let ready = Ack {
+            offset: base + ready.offset,
+            records: 0,
+        };
         let (state, acks) = watch::channel(AckState {
             ack: ready,
             failed: None,
             ended: false,
         });
-        let in_flight = Arc::new(Mutex::new(VecDeque::<(i64, Request)>::new()));
-        let buffer = Arc::clone(&in_flight);
+        let buffer = Arc::clone(in_flight);
         tokio::spawn(async move {
             while let Some(response) = responses.next().await {
                 let parsed = response.map_err(Arc::new).and_then(|r| {
@@ -172,8 +238,14 @@ impl Client {
                 });
                 match parsed {
                     Ok(ack) => {
-                        buffer.lock().retain(|(offset, _)| *offset > ack.offset);
-                        state.send_modify(|s| s.ack = ack);
+                        let offset = base + ack.offset;
+                        buffer.lock().retain(|(o, _)| *o > offset);
+                        state.send_modify(|s| {
+                            s.ack = Ack {
+                                offset: offset.max(s.ack.offset),
+                                records: ack.records,
+                            }
+                        });
                     }
                     Err(status) => {
                         state.send_modify(|s| s.failed = Some(status));
@@ -183,18 +255,45 @@ impl Client {
             }
             state.send_modify(|s| s.ended = true);
         });
-        Ok(Stream {
-            outgoing: Some(outgoing),
+        let connection = Connection {
+            outgoing,
             acks,
-            in_flight,
-            next_offset: 0,
-            options,
-            records,
-        })
+            base,
+        };
+        Ok((connection, ready))
     }
 }
 
 impl Stream {
+    async fn open(
+        client: Client,
+        first: FlightData,
+        options: StreamOptions,
+        records: bool,
+    ) -> Result<Stream> {
+        let in_flight = InFlight::default();
+        let (connection, ready) = client.call(first.clone(), &options, &in_flight, 0).await?;
+        Ok(Stream {
+            client,
+            first,
+            connection: Some(connection),
+            in_flight,
+            next_offset: ready.offset + 1,
+            resumed_at: ready.offset,
+            acked: ready,
+            failed: None,
+            options,
+            records,
+        })
+    }
+
+    /// For a named stream, the offset the server had durable when the
+    /// stream opened (-1 for a new name): the first `send` gets the offset
+    /// after it. -1 for an anonymous stream.
+    pub fn resumed_at(&self) -> i64 {
+        self.resumed_at
+    }
+
     /// Sends `batch` as the stream's next offset and returns that offset.
     /// Waits while `max_in_flight` requests are unacknowledged.
     pub async fn send(&mut self, batch: RecordBatch) -> Result<i64> {
@@ -203,9 +302,7 @@ impl Stream {
                 "this is a records stream: use send_records".into(),
             ));
         }
-        let mut messages = batches_to_flight_data(&batch.schema(), vec![batch.clone()])?;
-        messages.remove(0); // the schema, sent when the stream opened
-        self.send_request(messages, Request::Batch(batch)).await
+        self.send_request(Request::Batch(batch)).await
     }
 
     /// Sends encoded records (length-delimited protobuf, or JSON) as the
@@ -214,78 +311,83 @@ impl Stream {
         if !self.records {
             return Err(Error::Protocol("this is an Arrow stream: use send".into()));
         }
-        let body = body.into();
-        let message = FlightData::new().with_data_body(body.clone());
-        self.send_request(vec![message], Request::Records(body))
-            .await
+        self.send_request(Request::Records(body.into())).await
     }
 
-    /// Sends the messages of one request, the last carrying its offset.
-    async fn send_request(
-        &mut self,
-        mut messages: Vec<FlightData>,
-        request: Request,
-    ) -> Result<i64> {
+    async fn send_request(&mut self, request: Request) -> Result<i64> {
         let offset = self.next_offset;
         let oldest_allowed = offset - self.options.max_in_flight as i64;
-        if oldest_allowed >= 0 {
+        if oldest_allowed > self.resumed_at {
             self.wait_for(oldest_allowed).await?;
         }
-        self.check_failed()?;
-        if let Some(last) = messages.pop() {
-            let metadata = format!("{{\"offset_id\":{offset}}}");
-            messages.push(last.with_app_metadata(metadata.into_bytes()));
-        }
-        let outgoing = self
-            .outgoing
-            .as_ref()
-            .ok_or_else(|| Error::Unacknowledged {
-                first: offset,
-                last: offset,
-            })?;
-        self.in_flight.lock().push_back((offset, request));
-        for message in messages {
-            if outgoing.send(message).await.is_err() {
-                self.check_failed()?;
-                return Err(Error::Protocol("the server closed the stream".into()));
-            }
-        }
+        self.in_flight.lock().push_back((offset, request.clone()));
         self.next_offset += 1;
+        if self.transmit(offset, &request).await.is_err() {
+            // The call broke: the request is buffered, and the next wait
+            // reconnects and resends it, or reports why the call ended.
+            self.settle().await?;
+        }
         Ok(offset)
     }
 
-    /// Waits until batch `offset` (and so every earlier one) is acked.
-    pub async fn wait_for(&self, offset: i64) -> Result<Ack> {
-        let mut acks = self.acks.clone();
-        let state = acks
-            .wait_for(|s| s.ack.offset >= offset || s.failed.is_some() || s.ended)
-            .await
-            .map_err(|_| Error::Protocol("the ack reader stopped".into()))?
-            .clone();
-        if state.ack.offset >= offset {
-            return Ok(state.ack);
+    /// Sends one request on the current call.
+    async fn transmit(&self, offset: i64, request: &Request) -> std::result::Result<(), ()> {
+        let connection = self.connection.as_ref().ok_or(())?;
+        let mut messages = match request {
+            Request::Batch(batch) => {
+                let mut messages =
+                    batches_to_flight_data(&batch.schema(), vec![batch.clone()]).map_err(|_| ())?;
+                messages.remove(0); // the schema, sent when the call opened
+                messages
+            }
+            Request::Records(body) => vec![FlightData::new().with_data_body(body.clone())],
+        };
+        if let Some(last) = messages.pop() {
+            let wire = offset - connection.base;
+            let metadata = format!("{{\"offset_id\":{wire}}}");
+            messages.push(last.with_app_metadata(metadata.into_bytes()));
         }
-        if let Some(status) = state.failed {
-            return Err(Error::Server(status.as_ref().clone()));
+        for message in messages {
+            connection.outgoing.send(message).await.map_err(|_| ())?;
         }
-        Err(Error::Unacknowledged {
-            first: state.ack.offset + 1,
-            last: offset,
-        })
+        Ok(())
     }
 
-    /// Waits until every batch sent so far is acked.
-    pub async fn flush(&self) -> Result<Ack> {
+    /// Waits until request `offset` (and so every earlier one) is acked,
+    /// reconnecting and resending if the call fails in a way worth a retry.
+    pub async fn wait_for(&mut self, offset: i64) -> Result<Ack> {
+        loop {
+            let Some(connection) = &self.connection else {
+                return Err(self.closed_error(offset));
+            };
+            let mut acks = connection.acks.clone();
+            let state = acks
+                .wait_for(|s| s.ack.offset >= offset || s.failed.is_some() || s.ended)
+                .await
+                .map_err(|_| Error::Protocol("the ack reader stopped".into()))?
+                .clone();
+            self.acked = state.ack;
+            if state.ack.offset >= offset {
+                return Ok(state.ack);
+            }
+            self.recover(state).await?;
+        }
+    }
+
+    /// Waits until every request sent so far is acked.
+    pub async fn flush(&mut self) -> Result<Ack> {
         self.wait_for(self.next_offset - 1).await
     }
 
     /// The latest ack.
     pub fn acked(&self) -> Ack {
-        self.acks.borrow().ack
+        match &self.connection {
+            Some(connection) => connection.acks.borrow().ack,
+            None => self.acked,
+        }
     }
 
-    /// Requests sent but not yet acknowledged, oldest first: what to send
-    /// again on a new stream after a failure.
+    /// Requests sent but not yet acknowledged, oldest first.
     pub fn unacknowledged(&self) -> Vec<(i64, Request)> {
         self.in_flight.lock().iter().cloned().collect()
     }
@@ -293,16 +395,113 @@ impl Stream {
     /// Flushes, then ends the stream. Returns the final ack.
     pub async fn close(mut self) -> Result<Ack> {
         let ack = self.flush().await?;
-        self.outgoing = None;
+        self.connection = None;
         Ok(ack)
     }
 
-    fn check_failed(&self) -> Result<()> {
-        match &self.acks.borrow().failed {
-            Some(status) => Err(Error::Server(status.as_ref().clone())),
-            None => Ok(()),
+    /// Why a stream without a call cannot ack `offset`.
+    fn closed_error(&self, offset: i64) -> Error {
+        match &self.failed {
+            Some(status) => Error::Server(status.clone()),
+            None => Error::Unacknowledged {
+                first: self.acked.offset + 1,
+                last: offset,
+            },
         }
     }
+
+    /// After a failed send: waits for the call's outcome and recovers.
+    async fn settle(&mut self) -> Result<()> {
+        let Some(connection) = &self.connection else {
+            return Err(self.closed_error(self.next_offset - 1));
+        };
+        let mut acks = connection.acks.clone();
+        let state = acks
+            .wait_for(|s| s.failed.is_some() || s.ended)
+            .await
+            .map_err(|_| Error::Protocol("the ack reader stopped".into()))?
+            .clone();
+        self.recover(state).await
+    }
+
+    /// The call ended (`state`) with requests unacknowledged: reconnects
+    /// and resends them if the failure is worth a retry, else reports it.
+    async fn recover(&mut self, state: AckState) -> Result<()> {
+        self.connection = None;
+        let failure = match &state.failed {
+            Some(status) if !retryable(status.code()) => {
+                return Err(self.give_up(Error::Server(status.as_ref().clone())));
+            }
+            Some(status) => Error::Server(status.as_ref().clone()),
+            None => Error::Unacknowledged {
+                first: state.ack.offset + 1,
+                last: self.next_offset - 1,
+            },
+        };
+        let mut backoff = self.options.reconnect_backoff;
+        let mut last = failure;
+        for _ in 0..self.options.reconnect_attempts {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match self.reconnect().await {
+                Ok(()) => return Ok(()),
+                Err(Error::Server(status)) if !retryable(status.code()) => {
+                    return Err(self.give_up(Error::Server(status)));
+                }
+                Err(e) => {
+                    self.connection = None;
+                    last = e;
+                }
+            }
+        }
+        Err(self.give_up(last))
+    }
+
+    /// Stops the stream for good with `error`, which later calls report.
+    fn give_up(&mut self, error: Error) -> Error {
+        self.connection = None;
+        if let Error::Server(status) = &error {
+            self.failed = Some(status.clone());
+        }
+        error
+    }
+
+    /// Opens a new call and resends every unacknowledged request on it.
+    async fn reconnect(&mut self) -> Result<()> {
+        // An anonymous stream's new call numbers from 0: its first
+        // request is the oldest unacknowledged one.
+        let pending = self.unacknowledged();
+        let base = match &self.options.name {
+            Some(_) => 0,
+            None => pending.first().map_or(self.next_offset, |(o, _)| *o),
+        };
+        let (connection, ready) = self
+            .client
+            .call(self.first.clone(), &self.options, &self.in_flight, base)
+            .await?;
+        if self.options.name.is_some() {
+            // Durable before the call broke, unacked only because the ack
+            // was lost: the server has them.
+            self.in_flight.lock().retain(|(o, _)| *o > ready.offset);
+        }
+        self.connection = Some(connection);
+        for (offset, request) in self.unacknowledged() {
+            if self.transmit(offset, &request).await.is_err() {
+                return Err(Error::Protocol(
+                    "the new call closed during the resend".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a stream that ended with `code` is worth reconnecting.
+fn retryable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+    )
 }
 
 fn parse_ack(metadata: &[u8]) -> Result<Ack> {

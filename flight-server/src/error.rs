@@ -81,6 +81,18 @@ pub enum Error {
     /// The server is shutting down.
     #[error("the server is shutting down; reconnect and resend what was not acknowledged")]
     ShuttingDown,
+    /// A newer connection opened the same named stream.
+    #[error(
+        "stream {} was taken over by a newer connection under the same name",
+        EchoText(.stream)
+    )]
+    TakenOver { stream: String },
+    /// The connection a new one takes over did not finish in time.
+    #[error(
+        "stream {} is still held by an earlier connection that is finishing; retry",
+        EchoText(.stream)
+    )]
+    StreamBusy { stream: String },
     /// One batch of a stream was rejected.
     #[error("batch offset_id {offset}: {source}")]
     Batch {
@@ -149,7 +161,8 @@ fn code_of(e: &Error) -> Code {
         Error::Upstream(status) => status.code(),
         Error::MessageTooLarge(_) | Error::TooManyStreams { .. } => Code::ResourceExhausted,
         Error::OutOfOrder { .. } => Code::OutOfRange,
-        Error::ShuttingDown => Code::Unavailable,
+        Error::ShuttingDown | Error::StreamBusy { .. } => Code::Unavailable,
+        Error::TakenOver { .. } => Code::Aborted,
         Error::Batch { source, .. } => code_of(source),
         Error::Table(e) => table_code(e),
         Error::Sql(e) => sql_code(e),

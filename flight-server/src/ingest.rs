@@ -14,7 +14,14 @@
 //!    number is OUT_OF_RANGE.
 //! 4. Once a batch is in the WAL and fsynced, the server acks it with
 //!    `{"ack_up_to_offset": n, "ack_up_to_records": r}`: every batch up to
-//!    `n` (and `r` rows in all) is durable and visible to SQL.
+//!    `n` (and `r` rows in all, on this connection) is durable and visible
+//!    to SQL.
+//! 5. A stream may be named with the `x-weir-stream-name` header. Its
+//!    offsets then go on across connections: the ready ack carries the
+//!    stream's last durable offset instead of -1, batches at or below it
+//!    are acked again without being written, and the next one must follow
+//!    it (see [`crate::session`]). An anonymous stream starts at 0 on every
+//!    connection, so a resend after a failure is at-least-once.
 //!
 //! Protobuf and JSON records use the same stream with a records header in
 //! the first message instead of a schema: see [`crate::records`].
@@ -46,14 +53,18 @@ use tonic::{Request, Status};
 use tracing::error;
 use weir_codec::Limits;
 use weir_codec::ipc_stream::{IpcMessage, IpcStreamDecoder};
-use weir_provider::{Catalog, Table};
+use weir_provider::{Catalog, StreamName, Table};
 use weir_wal::PendingAppend;
 
 use crate::records::{RecordDecoder, RecordsHeader};
+use crate::session::{Admit, Durability, Session, Sessions};
 use crate::{Error, Result};
 
 /// The header naming the table, as the Zerobus SDKs send it.
 pub const TABLE_HEADER: &str = "x-databricks-zerobus-table-name";
+
+/// The header naming a resumable stream.
+pub const STREAM_NAME_HEADER: &str = "x-weir-stream-name";
 
 /// Batches accepted but not yet acked, per stream.
 const MAX_UNACKED: usize = 1024;
@@ -68,6 +79,7 @@ pub struct Ingest {
     catalog: Arc<Catalog>,
     limits: Limits,
     streams: Arc<StreamCount>,
+    sessions: Arc<Sessions>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -103,6 +115,7 @@ impl Ingest {
                 open: AtomicUsize::new(0),
                 limit: max_streams,
             }),
+            sessions: Arc::new(Sessions::default()),
             shutdown,
         }
     }
@@ -126,11 +139,24 @@ impl Ingest {
     /// Serves one `DoPut` stream.
     pub async fn do_put(&self, request: Request<PeekableFlightDataStream>) -> Result<AckStream> {
         let slot = self.open_slot()?;
-        let header = request
-            .metadata()
-            .get(TABLE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header_value = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .map(|v| v.to_str().map(str::to_string))
+        };
+        let header = header_value(TABLE_HEADER).and_then(|v| v.ok());
+        let stream_name = match header_value(STREAM_NAME_HEADER) {
+            None => None,
+            Some(Ok(name)) => {
+                Some(StreamName::parse(&name).map_err(|e| Error::BadRequest(e.to_string()))?)
+            }
+            Some(Err(_)) => {
+                return Err(Error::BadRequest(format!(
+                    "the {STREAM_NAME_HEADER} header must be printable ASCII"
+                )));
+            }
+        };
         let mut input = request.into_inner();
         let descriptor_path = match input.peek().await {
             Some(Ok(first)) => first
@@ -180,13 +206,14 @@ impl Ingest {
             }
         };
 
+        let session = self.sessions.open(table, stream_name).await?;
         let (acks, ack_rx) = mpsc::channel(64);
-        acks.send(Ok(ack(-1, 0)))
+        acks.send(Ok(ack(session.resumed_at(), 0)))
             .await
             .map_err(|_| Error::ShuttingDown)?;
         let last_words = acks.clone();
         let task = tokio::spawn(ingest(
-            table,
+            session,
             source,
             acks,
             self.shutdown.clone(),
@@ -295,26 +322,36 @@ enum Step {
         offset: i64,
         records: i64,
     },
+    /// A resend of a named stream, already durable.
+    Duplicate {
+        offset: i64,
+        records: i64,
+    },
     Fail(Status),
 }
 
 /// Reads requests, writes them, and hands their durability to the acker.
 async fn ingest(
-    table: Arc<Table>,
+    mut session: Session,
     mut source: Source,
     acks: mpsc::Sender<Result<PutResult, Status>>,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
     _slot: StreamSlot,
 ) {
+    let table = Arc::clone(session.table());
+    let name = session.name().cloned();
     let (steps, step_rx) = mpsc::channel(MAX_UNACKED);
-    let acker = tokio::spawn(acknowledge(step_rx, acks));
-    let mut next_offset = 0i64;
+    let acker = tokio::spawn(acknowledge(step_rx, acks, session.durability()));
     let mut records = 0i64;
     let outcome: Result<()> = loop {
+        let taken_over = || Error::TakenOver {
+            stream: name.as_ref().map(ToString::to_string).unwrap_or_default(),
+        };
         let request = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
+            _ = session.taken_over() => break Err(taken_over()),
             request = async {
                 table.wait_for_room().await?;
                 source.next().await
@@ -325,16 +362,20 @@ async fn ingest(
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        let offset = match offset_of(&app_metadata, next_offset) {
-            Ok(offset) => offset,
+        let offset = match offset_of(&app_metadata).and_then(|o| session.admit(o)) {
+            Ok(Admit::Write(offset)) => offset,
+            Ok(Admit::Duplicate(offset)) => {
+                if steps
+                    .send(Step::Duplicate { offset, records })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             Err(e) => break Err(e),
         };
-        if offset != next_offset {
-            break Err(Error::OutOfOrder {
-                expected: next_offset,
-                got: offset,
-            });
-        }
         // An Arrow batch's arrays share the request's body: the tail is
         // charged for all of it.
         let retained = match &payload {
@@ -347,7 +388,10 @@ async fn ingest(
                 let enqueued = tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
-                    enqueued = table.enqueue_unsynced("", offset, batch, retained) => enqueued,
+                    _ = session.taken_over() => break Err(taken_over()),
+                    enqueued = table.enqueue_unsynced(name.as_ref(), offset, batch, retained) => {
+                        enqueued
+                    }
                 };
                 enqueued.map(|pending| (pending, rows)).map_err(Error::from)
             }
@@ -363,7 +407,6 @@ async fn ingest(
             }
         };
         records += rows;
-        next_offset += 1;
         let step = Step::Append {
             pending,
             offset,
@@ -380,11 +423,16 @@ async fn ingest(
     let _ = acker.await;
 }
 
-/// Awaits durability in stream order and sends cumulative acks.
+/// Awaits durability in stream order, records it, and sends cumulative
+/// acks. Once the stream is taken over it still records what becomes
+/// durable (the newer connection resumes after it) but sends nothing: the
+/// producer may be gone without the server knowing.
 async fn acknowledge(
     mut steps: mpsc::Receiver<Step>,
     acks: mpsc::Sender<Result<PutResult, Status>>,
+    durability: Durability,
 ) {
+    let mut sending = true;
     while let Some(step) = steps.recv().await {
         let reply = match step {
             Step::Append {
@@ -392,13 +440,24 @@ async fn acknowledge(
                 offset,
                 records,
             } => match pending.await {
-                Ok(_) => Ok(ack(offset, records)),
+                Ok(_) => {
+                    durability.durable(offset);
+                    Ok(ack(offset, records))
+                }
                 Err(e) => Err(Status::from(Error::Wal(e))),
             },
+            Step::Duplicate { offset, records } => Ok(ack(offset, records)),
             Step::Fail(status) => Err(status),
         };
         let last = reply.is_err();
-        if acks.send(reply).await.is_err() || last {
+        if sending {
+            sending = tokio::select! {
+                biased;
+                sent = acks.send(reply) => sent.is_ok(),
+                _ = durability.taken_over() => false,
+            };
+        }
+        if last {
             return;
         }
     }
@@ -419,13 +478,13 @@ struct BatchMetadata {
     offset_id: i64,
 }
 
-/// The batch's `offset_id`; `implicit` when it has no metadata.
-fn offset_of(app_metadata: &[u8], implicit: i64) -> Result<i64> {
+/// The batch's `offset_id`; `None` when it has no metadata.
+fn offset_of(app_metadata: &[u8]) -> Result<Option<i64>> {
     if app_metadata.is_empty() {
-        return Ok(implicit);
+        return Ok(None);
     }
     serde_json::from_slice::<BatchMetadata>(app_metadata)
-        .map(|m| m.offset_id)
+        .map(|m| Some(m.offset_id))
         .map_err(|e| {
             Error::BadRequest(format!(
                 "batch app_metadata must be JSON {{\"offset_id\": n}}: {e}"
@@ -439,9 +498,9 @@ mod tests {
 
     #[test]
     fn offsets_come_from_metadata_or_count_up() {
-        assert_eq!(offset_of(b"", 4).unwrap(), 4);
-        assert_eq!(offset_of(br#"{"offset_id": 9}"#, 4).unwrap(), 9);
-        let err = offset_of(b"{}", 0).unwrap_err().to_string();
+        assert_eq!(offset_of(b"").unwrap(), None);
+        assert_eq!(offset_of(br#"{"offset_id": 9}"#).unwrap(), Some(9));
+        let err = offset_of(b"{}").unwrap_err().to_string();
         assert!(err.contains("offset_id"), "{err}");
     }
 

@@ -28,6 +28,7 @@ pub mod node;
 pub mod records;
 mod server;
 mod service;
+pub mod session;
 
 pub use config::{CommitSection, Config, LimitsSection, WalSection};
 pub use error::{Error, Result};

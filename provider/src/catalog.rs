@@ -16,6 +16,7 @@ use url::Url;
 use weir_wal::{Wal, WalConfig, WalPosition, WalRecord};
 
 use crate::budget::TailBudget;
+use crate::streams::{StreamMark, StreamName};
 use crate::table::{Table, TableConfig, app_id};
 use crate::{Error, Result, entry, schema};
 
@@ -459,7 +460,14 @@ impl Catalog {
                 continue;
             }
             let entry = entry::decode(&record.payload).map_err(malformed)?;
-            table.restore(record.position, entry.batch, record.payload.len());
+            let stream = match entry.stream.as_str() {
+                "" => None,
+                name => Some(StreamMark {
+                    name: StreamName::parse(name).map_err(|e| malformed(e.to_string()))?,
+                    offset: entry.offset_id,
+                }),
+            };
+            table.restore(record.position, entry.batch, record.payload.len(), stream);
             stats.restored += 1;
             // Every record of every table up to this one is restored, so a
             // commit through this position is exact.

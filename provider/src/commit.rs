@@ -5,7 +5,8 @@
 //! `txn { appId: "weir/<node>/<table>", version: <WAL position> }` in the
 //! same atomic log entry. The version says: every record of this table at or
 //! below this WAL position is in Delta. On restart the replay skips those
-//! records, so each row lands exactly once.
+//! records, so each row lands exactly once. The same entry carries one
+//! `txn` per named stream in the commit (see [`crate::streams`]).
 //!
 //! A commit that fails may still have landed: delta-rs writes the log entry
 //! first and then checkpoints and cleans up, and either can fail. Such an
@@ -58,7 +59,7 @@ impl Table {
         if self.outcome_unknown.load(Ordering::Acquire) {
             self.resolve_unknown_outcome().await?;
         }
-        let (delta, batches) = {
+        let (delta, batches, marks) = {
             let state = self.state.lock();
             // DROP TABLE marks the table before it waits for this lock: a
             // commit after that must not write (it would bring the table
@@ -70,7 +71,7 @@ impl Table {
             if batches.is_empty() {
                 return Ok(None);
             }
-            (state.delta.clone(), batches)
+            (state.delta.clone(), batches, state.stream_marks(through))
         };
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let started = Instant::now();
@@ -79,12 +80,20 @@ impl Table {
             .set_compression(Compression::ZSTD(level))
             .build();
         let version = i64::try_from(through.get()).unwrap_or(i64::MAX);
-        let txn = Transaction::new(&self.app_id, version);
+        // The node's watermark and each named stream's offset, atomically
+        // with the rows they cover.
+        let txns = std::iter::once(Transaction::new(&self.app_id, version))
+            .chain(
+                marks
+                    .iter()
+                    .map(|mark| Transaction::new(mark.name.app_id(), mark.offset)),
+            )
+            .collect();
         let write = delta
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_writer_properties(properties)
-            .with_commit_properties(CommitProperties::default().with_application_transaction(txn))
+            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
             .into_future();
         let written = match tokio::time::timeout(self.config.commit_timeout, write).await {
             Ok(written) => written,

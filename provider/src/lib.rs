@@ -35,7 +35,7 @@
 //!     vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
 //! )?;
 //! let rows = table.conform(&rows, &weir_codec::Limits::default())?;
-//! table.enqueue_unsynced("", 0, rows, 0).await?.await?; // durable and visible
+//! table.enqueue_unsynced(None, 0, rows, 0).await?.await?; // durable and visible
 //! assert_eq!(table.cut().tail.len(), 1);
 //!
 //! let commit = table.commit().await?.expect("rows to commit");
@@ -53,6 +53,7 @@ pub mod entry;
 mod error;
 mod scan;
 pub mod schema;
+mod streams;
 mod table;
 
 pub use budget::TailBudget;
@@ -60,4 +61,5 @@ pub use catalog::{Catalog, ReplayStats, validate_name};
 pub use commit::CommitOutcome;
 pub use error::{Error, Result};
 pub use scan::TableScanProvider;
+pub use streams::{InvalidStreamName, MAX_STREAM_NAME_LEN, StreamName};
 pub use table::{Cut, Table, TableConfig, TableStats};

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use weir_wal::{PendingAppend, Wal, WalPosition};
 
 use crate::budget::TailBudget;
+use crate::streams::{self, StreamMark, StreamName, StreamOffsets};
 use crate::{Error, Result, entry};
 
 /// How a table buffers and commits. `Default` is for production,
@@ -97,6 +98,9 @@ pub struct Table {
     /// Set when a commit failed in a way that may have landed it; the next
     /// commit first finds out.
     pub(crate) outcome_unknown: std::sync::atomic::AtomicBool,
+    /// The durable offset of each named stream seen since start (see
+    /// [`crate::streams`]).
+    streams: Mutex<StreamOffsets>,
 }
 
 #[derive(Debug)]
@@ -116,14 +120,23 @@ pub(crate) struct TailEntry {
     pub(crate) position: WalPosition,
     pub(crate) batch: RecordBatch,
     pub(crate) bytes: usize,
+    /// The named stream and offset of the request, if it had a name.
+    pub(crate) stream: Option<StreamMark>,
 }
 
 impl State {
-    fn push(&mut self, position: WalPosition, batch: RecordBatch, bytes: usize) {
+    fn push(
+        &mut self,
+        position: WalPosition,
+        batch: RecordBatch,
+        bytes: usize,
+        stream: Option<StreamMark>,
+    ) {
         self.tail.push_back(TailEntry {
             position,
             batch,
             bytes,
+            stream,
         });
         self.tail_bytes += bytes;
     }
@@ -148,6 +161,17 @@ impl State {
             .take_while(|e| e.position <= durable)
             .map(|e| e.batch.clone())
             .collect()
+    }
+
+    /// The highest offset of each named stream among the tail's entries at
+    /// or below `through`: what a commit through it records in Delta.
+    pub(crate) fn stream_marks(&self, through: WalPosition) -> Vec<StreamMark> {
+        streams::latest(
+            self.tail
+                .iter()
+                .take_while(|e| e.position <= through)
+                .filter_map(|e| e.stream.as_ref()),
+        )
     }
 }
 
@@ -212,12 +236,19 @@ impl Table {
             commit_wanted: Notify::new(),
             commit_lock: tokio::sync::Mutex::new(()),
             outcome_unknown: std::sync::atomic::AtomicBool::new(false),
+            streams: Mutex::new(StreamOffsets::default()),
         })
     }
 
     /// The table's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The Delta table's metadata id: a table dropped and created again
+    /// under the same name has a new one.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The table's Arrow schema (canonical; see [`crate::schema`]).
@@ -280,15 +311,19 @@ impl Table {
     /// data (an Arrow batch decoded from a request shares the request's
     /// body); the tail budgets are charged the larger of it and the rows'
     /// encoded size.
+    ///
+    /// A request of a named `stream` is recorded with its `offset_id`; once
+    /// it is durable the caller reports that with [`Table::stream_durable`].
     pub async fn enqueue_unsynced(
         &self,
-        stream: &str,
+        stream: Option<&StreamName>,
         offset_id: i64,
         batch: RecordBatch,
         retained: usize,
     ) -> Result<PendingAppend> {
+        let name = stream.map_or("", StreamName::as_str);
         let payload =
-            entry::encode(&self.id, stream, offset_id, &batch).map_err(|source| Error::Rows {
+            entry::encode(&self.id, name, offset_id, &batch).map_err(|source| Error::Rows {
                 table: self.name.clone(),
                 source,
             })?;
@@ -317,7 +352,11 @@ impl Table {
                     return Err(e.into());
                 }
             };
-            state.push(pending.position(), batch, bytes);
+            let mark = stream.map(|name| StreamMark {
+                name: name.clone(),
+                offset: offset_id,
+            });
+            state.push(pending.position(), batch, bytes, mark);
             let full = state.tail_bytes >= self.config.commit_target_bytes;
             drop(state);
             if full {
@@ -329,9 +368,44 @@ impl Table {
 
     /// Puts a replayed WAL record back in the tail (the caller has checked
     /// that Delta does not hold it).
-    pub(crate) fn restore(&self, position: WalPosition, batch: RecordBatch, bytes: usize) {
-        self.state.lock().push(position, batch, bytes);
+    pub(crate) fn restore(
+        &self,
+        position: WalPosition,
+        batch: RecordBatch,
+        bytes: usize,
+        stream: Option<StreamMark>,
+    ) {
+        if let Some(mark) = &stream {
+            self.streams.lock().raise(&mark.name, mark.offset);
+        }
+        self.state.lock().push(position, batch, bytes, stream);
         self.budget.add(bytes);
+    }
+
+    /// The highest durable offset of the named stream `name`: -1 if none of
+    /// its requests is durable (or the name is new). Exact while no request
+    /// of the stream is in flight; the caller serializes a stream's
+    /// connections so that this holds.
+    pub async fn stream_offset(&self, name: &StreamName) -> Result<i64> {
+        if let Some(offset) = self.streams.lock().get(name) {
+            return Ok(offset);
+        }
+        // Not seen since start: its offset, if any, is in Delta.
+        let delta = self.state.lock().delta.clone();
+        let snapshot = delta.snapshot().map_err(|e| Error::delta(&self.name, e))?;
+        let committed = snapshot
+            .transaction_version(delta.log_store().as_ref(), name.app_id())
+            .await
+            .map_err(|e| Error::delta(&self.name, e))?
+            .unwrap_or(-1);
+        let mut streams = self.streams.lock();
+        streams.raise(name, committed);
+        Ok(streams.get(name).unwrap_or(committed))
+    }
+
+    /// Records that the named stream's request `offset` is durable.
+    pub fn stream_durable(&self, name: &StreamName, offset: i64) {
+        self.streams.lock().raise(name, offset);
     }
 
     /// The Delta snapshot and the durable tail above it, read atomically.

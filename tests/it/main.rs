@@ -5,5 +5,6 @@ mod bad_input;
 mod ingest;
 mod records;
 mod recovery;
+mod resume;
 mod sql;
 mod support;

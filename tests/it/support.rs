@@ -46,6 +46,18 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Stops cleanly and starts again on the same data directory and port,
+    /// so that clients reconnect to the same address.
+    pub async fn restart_on_same_port(&mut self) {
+        let addr = self.server().addr();
+        self.server.take().unwrap().shutdown().await.unwrap();
+        let config = Config {
+            listen: addr,
+            ..Config::for_tests(self.dir.path())
+        };
+        self.server = Some(Server::start(config).await.unwrap());
+    }
+
     pub async fn flight_sql(&self) -> FlightSqlServiceClient<Channel> {
         let channel = Channel::from_shared(self.url())
             .unwrap()
@@ -168,4 +180,82 @@ pub fn sensor_batch(first: i64, rows: usize) -> RecordBatch {
         ],
     )
     .unwrap()
+}
+
+/// A TCP proxy in front of a server that can hold back what the server
+/// sends (its acks) and cut every connection: a network that loses acks.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    hold: tokio::sync::watch::Sender<bool>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hold, held) = tokio::sync::watch::channel(false);
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = Arc::clone(&connections);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                client.set_nodelay(true).unwrap();
+                server.set_nodelay(true).unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let upstream = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut held = held.clone();
+                let downstream = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 || held.wait_for(|hold| !*hold).await.is_err() {
+                            break;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tasks.lock().unwrap().extend([upstream, downstream]);
+            }
+        });
+        Self {
+            addr,
+            hold,
+            connections,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops passing on what the server sends.
+    pub fn hold_responses(&self) {
+        self.hold.send_replace(true);
+    }
+
+    /// Drops every connection (what was held back is lost) and passes
+    /// everything on again for new ones.
+    pub fn cut(&self) {
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        self.hold.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
 }

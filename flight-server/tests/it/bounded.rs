@@ -57,7 +57,10 @@ async fn ten_thousand_idle_streams_cost_bounded_memory() {
     for _ in 0..10 {
         clients.push(Client::connect(&server.url).await.unwrap());
     }
-    let options = StreamOptions { max_in_flight: 1 };
+    let options = StreamOptions {
+        max_in_flight: 1,
+        ..StreamOptions::default()
+    };
     let mut warm = clients[0]
         .open_stream("idle", schema(), options.clone())
         .await

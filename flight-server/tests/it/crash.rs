@@ -29,7 +29,14 @@ async fn acked_rows_survive_sigkill_exactly_once() {
     for round in 0..ROUNDS {
         let client = Client::connect(&server.url).await.unwrap();
         let mut stream = client
-            .open_stream("events", ids_schema(), StreamOptions { max_in_flight: 8 })
+            .open_stream(
+                "events",
+                ids_schema(),
+                StreamOptions {
+                    max_in_flight: 8,
+                    ..StreamOptions::default()
+                },
+            )
             .await
             .unwrap();
         let kill_after = Duration::from_millis(rng.random_range(50..400));

@@ -1,0 +1,248 @@
+//! Stream sessions: sequencing and named-stream resume, independent of the
+//! wire protocol. Arrow Flight `DoPut` uses it, and so can any other ingest
+//! protocol that numbers its requests.
+//!
+//! A session is one connection of a producer's stream into a table. Its
+//! requests carry offsets (`offset_id`s), one per request, increasing by one.
+//!
+//! - An **anonymous** stream starts at offset 0 on every connection. A
+//!   producer that resends after a failure gets at-least-once: the server
+//!   cannot tell a resend from new rows.
+//! - A **named** stream's offsets go on across connections and restarts. On
+//!   open, the session says the stream's last durable offset `L` (-1 for a
+//!   new name). Requests at or below `L` are resends: acked again, not
+//!   written. The next request written must be `L + 1`; a request beyond the
+//!   next one is a gap (`OUT_OF_RANGE`). So a producer that resends its
+//!   unacknowledged suffix after any failure gets exactly once.
+//!
+//! A name has one session at a time. A new connection under a name takes
+//! the stream over: the older session stops reading, waits for its writes
+//! to be durable or failed, records how far it got and ends with `ABORTED`;
+//! only then does the new one read `L`. That is what a producer that lost
+//! its connection needs (the server may not have noticed yet), and it keeps
+//! `L` exact. Where the offsets live is told in `weir_provider`'s `streams`
+//! module.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{OwnedMutexGuard, watch};
+use weir_provider::{StreamName, Table};
+
+use crate::{Error, Result};
+
+/// How long a new connection waits for the one it takes over to finish.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// The open sessions of named streams, shared by every ingest protocol.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    leases: Mutex<HashMap<(String, StreamName), Arc<Lease>>>,
+}
+
+/// Who holds a name: one session at a time.
+#[derive(Debug)]
+struct Lease {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// Raised by every session that opens under the name; a session whose
+    /// number is no longer the latest has been taken over.
+    generation: watch::Sender<u64>,
+}
+
+/// What a session does with a request's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// New rows: write them under this offset.
+    Write(i64),
+    /// Already durable (a resend): acknowledge, do not write.
+    Duplicate(i64),
+}
+
+/// One connection of a stream.
+#[derive(Debug)]
+pub struct Session {
+    shared: Arc<Shared>,
+    /// The stream's last durable offset when the session opened.
+    resumed_at: i64,
+    /// The last offset this session received.
+    last_seen: Option<i64>,
+}
+
+/// What the acknowledging side of a session needs: the table and name to
+/// record durability in, and the hold on the name.
+#[derive(Debug)]
+pub struct Durability {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    table: Arc<Table>,
+    name: Option<StreamName>,
+    hold: Option<Hold>,
+}
+
+#[derive(Debug)]
+struct Hold {
+    sessions: Arc<Sessions>,
+    key: (String, StreamName),
+    lease: Arc<Lease>,
+    mine: u64,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // Forget the name's lease once nobody holds or waits for it.
+        let mut leases = self.sessions.leases.lock();
+        if Arc::strong_count(&self.lease) == 2 {
+            leases.remove(&self.key);
+        }
+    }
+}
+
+impl Sessions {
+    /// Opens a session of `name` (anonymous if `None`) into `table`. A named
+    /// session takes the name over from an older one, waiting for it to
+    /// finish (see the module docs).
+    pub async fn open(
+        self: &Arc<Self>,
+        table: Arc<Table>,
+        name: Option<StreamName>,
+    ) -> Result<Session> {
+        let Some(name) = name else {
+            return Ok(Session::new(table, None, None, -1));
+        };
+        let key = (table.id().to_string(), name.clone());
+        let lease = Arc::clone(self.leases.lock().entry(key.clone()).or_insert_with(|| {
+            Arc::new(Lease {
+                turn: Arc::new(tokio::sync::Mutex::new(())),
+                generation: watch::Sender::new(0),
+            })
+        }));
+        let mut mine = 0;
+        lease.generation.send_modify(|g| {
+            *g += 1;
+            mine = *g;
+        });
+        let turn = Arc::clone(&lease.turn).lock_owned();
+        // From here the hold owns the lease: dropped on any way out, it
+        // forgets the name when nobody else holds or waits for it.
+        let mut hold = Hold {
+            sessions: Arc::clone(self),
+            key,
+            lease,
+            mine,
+            guard: None,
+        };
+        let guard = tokio::time::timeout(TAKEOVER_WAIT, turn)
+            .await
+            .map_err(|_| Error::StreamBusy {
+                stream: name.to_string(),
+            })?;
+        hold.guard = Some(guard);
+        if *hold.lease.generation.borrow() != mine {
+            return Err(Error::TakenOver {
+                stream: name.to_string(),
+            });
+        }
+        let resumed_at = table.stream_offset(&name).await?;
+        Ok(Session::new(table, Some(name), Some(hold), resumed_at))
+    }
+}
+
+impl Session {
+    fn new(table: Arc<Table>, name: Option<StreamName>, hold: Option<Hold>, at: i64) -> Self {
+        Self {
+            shared: Arc::new(Shared { table, name, hold }),
+            resumed_at: at,
+            last_seen: None,
+        }
+    }
+
+    pub fn table(&self) -> &Arc<Table> {
+        &self.shared.table
+    }
+
+    /// The stream's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&StreamName> {
+        self.shared.name.as_ref()
+    }
+
+    /// The stream's last durable offset when the session opened: -1 for an
+    /// anonymous stream or a new name. The producer resumes after it.
+    pub fn resumed_at(&self) -> i64 {
+        self.resumed_at
+    }
+
+    /// The offset the next request gets when it names none.
+    pub fn next_offset(&self) -> i64 {
+        self.last_seen
+            .unwrap_or(self.resumed_at)
+            .max(self.resumed_at)
+            + 1
+    }
+
+    /// Decides what to do with a request at `offset` (`None`: the next).
+    /// Offsets must increase by one, except that resends at or below
+    /// [`Session::resumed_at`] may start anywhere: they are acknowledged
+    /// without being written.
+    pub fn admit(&mut self, offset: Option<i64>) -> Result<Admit> {
+        let next = self.next_offset();
+        let offset = offset.unwrap_or(next);
+        let increasing = self.last_seen.is_none_or(|last| offset > last);
+        if increasing && offset <= self.resumed_at && self.name().is_some() {
+            self.last_seen = Some(offset);
+            return Ok(Admit::Duplicate(offset));
+        }
+        if offset != next {
+            return Err(Error::OutOfOrder {
+                expected: next,
+                got: offset,
+            });
+        }
+        self.last_seen = Some(offset);
+        Ok(Admit::Write(offset))
+    }
+
+    /// Resolves when a newer connection has taken the stream over; never
+    /// for an anonymous stream.
+    pub async fn taken_over(&self) {
+        self.shared.taken_over().await
+    }
+
+    /// The acknowledging side of this session.
+    pub fn durability(&self) -> Durability {
+        Durability {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Durability {
+    /// Records that the request at `offset` is durable.
+    pub fn durable(&self, offset: i64) {
+        if let Some(name) = &self.shared.name {
+            self.shared.table.stream_durable(name, offset);
+        }
+    }
+
+    /// See [`Session::taken_over`].
+    pub async fn taken_over(&self) {
+        self.shared.taken_over().await
+    }
+}
+
+impl Shared {
+    async fn taken_over(&self) {
+        let Some(hold) = &self.hold else {
+            return std::future::pending().await;
+        };
+        let mut generation = hold.lease.generation.subscribe();
+        // Never errors: the lease, and so the sender, outlives the hold.
+        let _ = generation.wait_for(|g| *g != hold.mine).await;
+    }
+}
