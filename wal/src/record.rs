@@ -50,11 +50,18 @@ pub struct WalRecord {
 /// First bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"WEIRWAL\0";
 /// Version of the segment and record layout below. Bump it on any change.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The older layout, still read: records back to back, without group
+/// frames. A log of it is appended to in a new segment of the current one.
+pub(crate) const UNGROUPED_VERSION: u32 = 1;
 /// Length of the segment header.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 4 + 8;
 /// Length of the frame in front of each payload.
 pub(crate) const RECORD_HEADER_LEN: usize = 4 + 4 + 8;
+/// First bytes of every group frame.
+pub(crate) const GROUP_MAGIC: [u8; 4] = *b"WGRP";
+/// Length of the frame in front of each group of records.
+pub(crate) const GROUP_HEADER_LEN: usize = 4 + 4 + 4 + 4 + 8;
 /// Largest payload a record may carry (1 GiB). A larger length field is
 /// corruption; a larger payload is refused by `enqueue`.
 pub const MAX_PAYLOAD_LEN: usize = 1 << 30;
@@ -97,7 +104,24 @@ pub(crate) struct Decoded {
 //   | "WEIRWAL\0"   | (1)           | (also in the file name)       |
 //   +---------------+---------------+-------------------------------+
 //
-// then records back to back until the end of the file, each:
+// then groups back to back until the end of the file. A group is what the
+// writer wrote with one write and one fsync; it is framed (version 2):
+//
+//   0           4           8           12          16                24
+//   +-----------+-----------+-----------+-----------+------------------+---------+
+//   | "WGRP"    | len u32   | crc32c u32| count u32 | first position   | records |
+//   |           |           |           |           | u64              | (len)   |
+//   +-----------+-----------+-----------+-----------+------------------+---------+
+//
+// `len` is the bytes of its records, `crc32c` covers bytes 12..24+len (count,
+// first position and the records). Only the last group can be torn by a crash:
+// a group is written only after the one before it is durable. So bad bytes
+// with no intact group after them are a torn tail, and bad bytes with an
+// intact group after them are corruption, even where the torn group's pages
+// reached the disk out of order and some of its records are intact.
+//
+// In a group, `count` records back to back (version 1 has only these, with no
+// group frames), each:
 //
 //   0           4           8                  16                 16+len
 //   +-----------+-----------+------------------+------------------+
@@ -129,6 +153,124 @@ pub(crate) fn encode_record(position: WalPosition, payload: &[u8], out: &mut Vec
     out.extend_from_slice(payload);
 }
 
+/// Reserves a group frame at the end of `out`; returns where it starts, for
+/// [`finish_group`] once the group's records are appended.
+pub(crate) fn begin_group(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; GROUP_HEADER_LEN]);
+    start
+}
+
+/// Fills in the frame reserved at `start` for the `count` records appended
+/// after it, the first at position `first`.
+pub(crate) fn finish_group(out: &mut [u8], start: usize, first: WalPosition, count: u32) {
+    let len = out.len() - start - GROUP_HEADER_LEN;
+    // At most a group of `max_group_bytes` plus one record of at most 1 GiB.
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    out[start + 12..start + 16].copy_from_slice(&count.to_le_bytes());
+    out[start + 16..start + 24].copy_from_slice(&first.get().to_le_bytes());
+    let crc = crc32c::crc32c(&out[start + 12..]);
+    out[start..start + 4].copy_from_slice(&GROUP_MAGIC);
+    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A group found by [`decode_group`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub first: WalPosition,
+    pub count: u32,
+    /// Where its first record starts.
+    pub records: usize,
+    /// Where the next group starts.
+    pub end: usize,
+}
+
+/// Decodes the group frame at `offset` and checks its checksum and that its
+/// first position is `expected` (its records are not decoded). `Ok(None)`
+/// means a clean end.
+pub(crate) fn decode_group(
+    buf: &[u8],
+    offset: usize,
+    expected: WalPosition,
+) -> Result<Option<Group>, Defect> {
+    let Some(group) = decode_group_frame(buf, offset)? else {
+        return Ok(None);
+    };
+    if group.first != expected {
+        return Err(Defect::Corrupt(format!(
+            "group starts at position {}, expected {expected}",
+            group.first
+        )));
+    }
+    Ok(Some(group))
+}
+
+/// Looks for an intact group (whole, valid checksum, a first position at or
+/// after `expected` that the remaining bytes could reach) starting anywhere
+/// at or after `from`: after bad bytes, one means corruption, none a torn
+/// tail.
+pub(crate) fn find_intact_group(buf: &[u8], from: usize, expected: WalPosition) -> Option<usize> {
+    let reachable = (buf.len().saturating_sub(from) / RECORD_HEADER_LEN) as u64;
+    let candidates = buf.get(from..)?.windows(4).enumerate();
+    candidates
+        .filter(|(_, magic)| *magic == GROUP_MAGIC)
+        .map(|(i, _)| from + i)
+        .find(|&offset| match decode_group_frame(buf, offset) {
+            Ok(Some(group)) => {
+                let first = group.first.get();
+                first >= expected.get() && first - expected.get() <= reachable
+            }
+            _ => false,
+        })
+}
+
+fn decode_group_frame(buf: &[u8], offset: usize) -> Result<Option<Group>, Defect> {
+    let rest = buf.get(offset..).unwrap_or_default();
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    if rest.len() < GROUP_HEADER_LEN {
+        return Err(Defect::Torn(format!(
+            "{} bytes left, a group header needs {GROUP_HEADER_LEN}",
+            rest.len()
+        )));
+    }
+    if rest[..4] != GROUP_MAGIC {
+        return Err(Defect::Corrupt(format!(
+            "bad group magic {:?}, expected {GROUP_MAGIC:?}",
+            &rest[..4]
+        )));
+    }
+    let len = u32_at(rest, 4) as usize;
+    let end = GROUP_HEADER_LEN + len;
+    if rest.len() < end {
+        return Err(Defect::Torn(format!(
+            "the group needs {end} bytes, {} left",
+            rest.len()
+        )));
+    }
+    let stored = u32_at(rest, 8);
+    let computed = crc32c::crc32c(&rest[12..end]);
+    if stored != computed {
+        return Err(Defect::Corrupt(format!(
+            "group checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+        )));
+    }
+    Ok(Some(Group {
+        count: u32_at(rest, 12),
+        first: WalPosition(u64_at(rest, 16)),
+        records: offset + GROUP_HEADER_LEN,
+        end: offset + end,
+    }))
+}
+
+/// The layout version of a segment whose header [`decode_segment_header`]
+/// accepted.
+pub(crate) fn segment_version(header: &[u8]) -> u32 {
+    u32_at(header, 8)
+}
+
 /// Reads the segment header at the start of `buf` and returns the segment's
 /// first position.
 pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<WalPosition, Defect> {
@@ -149,9 +291,9 @@ pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<WalPosition, Defect> {
         )));
     }
     let version = u32_at(header, 8);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != UNGROUPED_VERSION {
         return Err(Defect::Corrupt(format!(
-            "unsupported format version {version}, this build reads version {FORMAT_VERSION}"
+            "unsupported format version {version}, this build reads versions {UNGROUPED_VERSION} and {FORMAT_VERSION}"
         )));
     }
     let first = u64_at(header, 12);
@@ -307,7 +449,7 @@ mod tests {
         encode_segment_header(WalPosition(0x0102), &mut buf);
         assert_eq!(buf.len(), SEGMENT_HEADER_LEN);
         assert_eq!(&buf[..8], b"WEIRWAL\0");
-        assert_eq!(&buf[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&buf[8..12], &[2, 0, 0, 0]);
         assert_eq!(&buf[12..20], &[2, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(decode_segment_header(&buf), Ok(WalPosition(0x0102)));
     }
@@ -333,12 +475,15 @@ mod tests {
             decode_segment_header(&bad_magic),
             Err(Defect::Corrupt(_))
         ));
+        let mut older = good.clone();
+        older[8] = 1;
+        assert_eq!(decode_segment_header(&older), Ok(WalPosition(5)));
         let mut future = good.clone();
-        future[8] = 2;
+        future[8] = 3;
         let Err(Defect::Corrupt(reason)) = decode_segment_header(&future) else {
             panic!("a future version must be refused");
         };
-        assert!(reason.contains("version 2"), "{reason}");
+        assert!(reason.contains("version 3"), "{reason}");
         let mut zero_first = Vec::new();
         encode_segment_header(WalPosition::ZERO, &mut zero_first);
         assert!(matches!(

@@ -74,6 +74,10 @@ struct Current {
     bytes: Bytes,
     offset: usize,
     next: WalPosition,
+    /// Whether its records are in group frames (see [`crate::record`]).
+    grouped: bool,
+    /// Records of the current group not yet yielded.
+    group_left: u32,
 }
 
 impl Replay {
@@ -147,6 +151,8 @@ impl Replay {
         }
         Ok(Current {
             next: segment.meta.first,
+            grouped: record::segment_version(&bytes) != record::UNGROUPED_VERSION,
+            group_left: 0,
             segment,
             bytes,
             offset: SEGMENT_HEADER_LEN,
@@ -167,6 +173,20 @@ impl Current {
     fn next_record(&mut self) -> Option<Result<WalRecord>> {
         if self.next == self.segment.end {
             return None;
+        }
+        if self.grouped && self.group_left == 0 {
+            let at = self.offset as u64;
+            match record::decode_group(&self.bytes, self.offset, self.next) {
+                Ok(Some(group)) if group.count > 0 => {
+                    self.offset = group.records;
+                    self.group_left = group.count;
+                }
+                Ok(_) => {
+                    let reason = format!("no group holds position {}", self.next);
+                    return Some(Err(changed(&self.segment, at, reason)));
+                }
+                Err(defect) => return Some(Err(changed(&self.segment, at, defect.to_string()))),
+            }
         }
         let at = self.offset as u64;
         let decoded = match record::decode_record(&self.bytes, self.offset, self.next) {
@@ -189,6 +209,7 @@ impl Current {
         }
         self.offset = decoded.end;
         self.next = self.next.next();
+        self.group_left = self.group_left.saturating_sub(1);
         Some(Ok(WalRecord {
             position: decoded.position,
             payload: self.bytes.slice(decoded.payload),

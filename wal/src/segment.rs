@@ -133,6 +133,7 @@ pub(crate) fn recover(
     let mut checked = Vec::with_capacity(segments.len());
     let mut next: Option<WalPosition> = None;
     let mut active_len = 0;
+    let mut active_version = record::FORMAT_VERSION;
     for segment in &segments {
         let is_newest = segment.first == newest.first;
         if let Some(expected) = next
@@ -155,6 +156,7 @@ pub(crate) fn recover(
         let end = check_segment(storage, segment, &bytes, repair)?;
         next = Some(end.next);
         active_len = end.len;
+        active_version = end.version;
         checked.push(CheckedSegment {
             meta: segment.clone(),
             end: end.next,
@@ -168,6 +170,31 @@ pub(crate) fn recover(
             ends: next.get() - 1,
             consumed: after.get(),
         });
+    }
+    if active_version != record::FORMAT_VERSION {
+        // An older layout is only read: appends go to a new segment (or,
+        // if the old one holds no record, over its header).
+        if next == newest.first {
+            let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
+            record::encode_segment_header(newest.first, &mut header);
+            rewrite(storage, &newest.path, 0, &header)?;
+            active_len = header.len() as u64;
+            if let Some(last) = checked.last_mut() {
+                last.len = active_len;
+            }
+        } else {
+            let active = create(storage, dir, next)?;
+            segments.push(SegmentMeta {
+                first: next,
+                path: active.path.clone(),
+            });
+            return Ok(Recovered {
+                next,
+                active,
+                segments,
+                checked,
+            });
+        }
     }
     let file = storage
         .open_append(&newest.path)
@@ -190,6 +217,8 @@ struct SegmentEnd {
     next: WalPosition,
     /// Its length in bytes.
     len: u64,
+    /// Its layout version.
+    version: u32,
 }
 
 /// Checks one segment's header and records. With `repair`, a defect that no
@@ -226,11 +255,96 @@ fn check_segment(
             return Ok(SegmentEnd {
                 next: segment.first,
                 len: header.len() as u64,
+                version: record::FORMAT_VERSION,
             });
         }
         Err(defect) => return Err(corrupt(segment, 0, defect.to_string())),
     }
 
+    let version = record::segment_version(bytes);
+    let (offset, expected) = if version == record::UNGROUPED_VERSION {
+        check_ungrouped(storage, segment, bytes, repair)?
+    } else {
+        check_groups(storage, segment, bytes, repair)?
+    };
+    Ok(SegmentEnd {
+        next: expected,
+        len: offset as u64,
+        version,
+    })
+}
+
+/// Checks the groups of a segment (see [`crate::record`]); returns where the
+/// checked bytes end and the position after the last record.
+fn check_groups(
+    storage: &dyn Storage,
+    segment: &SegmentMeta,
+    bytes: &[u8],
+    repair: bool,
+) -> Result<(usize, WalPosition)> {
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut expected = segment.first;
+    loop {
+        match record::decode_group(bytes, offset, expected) {
+            Ok(Some(group)) => {
+                // The checksum held: anything wrong inside is corruption,
+                // never a torn write.
+                expected = check_group_records(bytes, &group)
+                    .map_err(|(at, reason)| corrupt(segment, at as u64, reason))?;
+                offset = group.end;
+            }
+            Ok(None) => return Ok((offset, expected)),
+            Err(defect) => {
+                let follows = record::find_intact_group(bytes, offset + 1, expected);
+                if !repair || follows.is_some() {
+                    let mut reason = defect.to_string();
+                    if let Some(at) = follows {
+                        reason.push_str(&format!(
+                            " (an intact group follows at byte {at}, so this is not a torn tail)"
+                        ));
+                    }
+                    return Err(corrupt(segment, offset as u64, reason));
+                }
+                cut_torn_tail(storage, segment, bytes, offset, &defect)?;
+                return Ok((offset, expected));
+            }
+        }
+    }
+}
+
+/// Decodes the records of an intact group: exactly `count` of them, in
+/// position order, filling the group. Returns the position after the last,
+/// or where and why they do not fit.
+fn check_group_records(
+    bytes: &[u8],
+    group: &record::Group,
+) -> std::result::Result<WalPosition, (usize, String)> {
+    let records = &bytes[..group.end];
+    let mut offset = group.records;
+    let mut expected = group.first;
+    for _ in 0..group.count {
+        match record::decode_record(records, offset, expected) {
+            Ok(Some(decoded)) => {
+                offset = decoded.end;
+                expected = expected.next();
+            }
+            Ok(None) => return Err((offset, "the group ends before its last record".into())),
+            Err(defect) => return Err((offset, format!("in an intact group: {defect}"))),
+        }
+    }
+    if offset != group.end {
+        return Err((offset, "the group holds bytes after its last record".into()));
+    }
+    Ok(expected)
+}
+
+/// Checks a version 1 segment: records without group frames.
+fn check_ungrouped(
+    storage: &dyn Storage,
+    segment: &SegmentMeta,
+    bytes: &[u8],
+    repair: bool,
+) -> Result<(usize, WalPosition)> {
     let mut offset = SEGMENT_HEADER_LEN;
     let mut expected = segment.first;
     loop {
@@ -239,7 +353,7 @@ fn check_segment(
                 offset = decoded.end;
                 expected = expected.next();
             }
-            Ok(None) => break,
+            Ok(None) => return Ok((offset, expected)),
             Err(defect) => {
                 let follows = record::find_intact_record(bytes, offset + 1, expected);
                 if !repair || follows.is_some() {
@@ -251,22 +365,28 @@ fn check_segment(
                     }
                     return Err(corrupt(segment, offset as u64, reason));
                 }
-                warn!(
-                    segment = %segment.path.display(),
-                    offset,
-                    cut_bytes = bytes.len() - offset,
-                    %defect,
-                    "truncating the torn tail of the newest WAL segment"
-                );
-                rewrite(storage, &segment.path, offset as u64, &[])?;
-                break;
+                cut_torn_tail(storage, segment, bytes, offset, &defect)?;
+                return Ok((offset, expected));
             }
         }
     }
-    Ok(SegmentEnd {
-        next: expected,
-        len: offset as u64,
-    })
+}
+
+fn cut_torn_tail(
+    storage: &dyn Storage,
+    segment: &SegmentMeta,
+    bytes: &[u8],
+    offset: usize,
+    defect: &Defect,
+) -> Result<()> {
+    warn!(
+        segment = %segment.path.display(),
+        offset,
+        cut_bytes = bytes.len() - offset,
+        %defect,
+        "truncating the torn tail of the newest WAL segment"
+    );
+    rewrite(storage, &segment.path, offset as u64, &[])
 }
 
 /// Cuts the file at `path` to `len` bytes, appends `tail` and fsyncs.

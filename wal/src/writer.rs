@@ -131,11 +131,15 @@ impl Writer {
     /// Writes and fsyncs one group, then advances the durable position.
     fn write_group(&mut self, group: &[Pending], buf: &mut Vec<u8>) -> Result<()> {
         buf.clear();
+        let first = self.next;
+        let start = record::begin_group(buf);
         for pending in group {
             debug_assert_eq!(pending.position, self.next);
             record::encode_record(pending.position, &pending.payload, buf);
             self.next = self.next.next();
         }
+        let count = u32::try_from(group.len()).unwrap_or(u32::MAX);
+        record::finish_group(buf, start, first, count);
         let path = &self.active.path;
         self.active
             .file

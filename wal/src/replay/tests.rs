@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::*;
 use crate::mem_storage::MemStorage;
-use crate::record::RECORD_HEADER_LEN;
+use crate::record::{GROUP_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::{Wal, WalConfig};
 
 const MEM_DIR: &str = "/wal";
@@ -175,8 +175,8 @@ fn records_of_one_segment_share_its_buffer() {
         panic!("expected 3 records, got {}", records.len());
     };
     // Payloads are slices of one segment buffer, back to back with their
-    // record headers in between.
-    let gap = RECORD_HEADER_LEN + 10;
+    // group and record headers in between (one record per group).
+    let gap = GROUP_HEADER_LEN + RECORD_HEADER_LEN + 10;
     assert_eq!(
         b.payload.as_ptr() as usize - a.payload.as_ptr() as usize,
         gap
@@ -250,13 +250,13 @@ fn a_segment_changed_after_open_is_corrupt() {
     write_log(&storage, &written);
     let files = segments(&storage);
     let (third_first, third) = files[2].clone();
-    let frame = (RECORD_HEADER_LEN + 300) as u64;
+    let frame = (GROUP_HEADER_LEN + RECORD_HEADER_LEN + 300) as u64;
 
     let (_wal, mut replay) = open_mem(&storage);
-    // Flip a payload byte of the third segment's second record.
+    // Flip a payload byte of the third segment's second record (and group).
     let second = SEGMENT_HEADER_LEN as u64 + frame;
     storage.edit(&third, |bytes| {
-        bytes[second as usize + RECORD_HEADER_LEN] ^= 1
+        bytes[second as usize + GROUP_HEADER_LEN + RECORD_HEADER_LEN] ^= 1
     });
     replay_through(&mut replay, third_first, &written);
     let (path, offset, reason) = expect_corrupt(replay.next());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::*;
-use crate::record::RECORD_HEADER_LEN;
+use crate::record::{GROUP_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::{Replay, Wal, WalConfig, WalRecord};
 
 fn block_on<F: Future>(future: F) -> F::Output {
@@ -50,11 +50,12 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Byte offset of the `k`-th record (0-based) of a segment holding `payloads`.
-fn record_offset(payloads: &[Bytes], k: usize) -> u64 {
+/// Byte offset of the `k`-th group (0-based) of a segment holding
+/// `payloads`, one record per group.
+fn group_offset(payloads: &[Bytes], k: usize) -> u64 {
     let frames: usize = payloads[..k]
         .iter()
-        .map(|p| RECORD_HEADER_LEN + p.len())
+        .map(|p| GROUP_HEADER_LEN + RECORD_HEADER_LEN + p.len())
         .sum();
     (SEGMENT_HEADER_LEN + frames) as u64
 }
@@ -142,8 +143,8 @@ fn foreign_files_are_ignored() {
 #[test]
 fn torn_tail_is_truncated_and_appends_continue() {
     let written = payloads(10, 20);
-    let last = record_offset(&written, 9);
-    let full = record_offset(&written, 10);
+    let last = group_offset(&written, 9);
+    let full = group_offset(&written, 10);
     for cut in [full - 3, last + 5, last + 1] {
         let dir = tempfile::tempdir().unwrap();
         append_all(dir.path(), &written);
@@ -187,7 +188,7 @@ fn torn_tail_with_policy_fail_is_an_error() {
 
     let (path, offset, reason) = expect_corrupt(open(dir.path(), CorruptionPolicy::Fail));
     assert_eq!(&path, segment);
-    assert_eq!(offset, record_offset(&written, 9));
+    assert_eq!(offset, group_offset(&written, 9));
     assert!(reason.contains("torn"), "{reason}");
     assert_eq!(
         fs::metadata(segment).unwrap().len(),
@@ -222,7 +223,7 @@ fn flipped_byte_in_the_last_record_follows_the_policy() {
 
     let (path, offset, reason) = expect_corrupt(open(dir.path(), CorruptionPolicy::Fail));
     assert_eq!(&path, segment);
-    assert_eq!(offset, record_offset(&written, 9));
+    assert_eq!(offset, group_offset(&written, 9));
     assert!(reason.contains("checksum"), "{reason}");
 
     let (wal, records) = open(dir.path(), CorruptionPolicy::TruncateTornTail).unwrap();
@@ -236,9 +237,9 @@ fn flipped_byte_before_intact_records_is_corrupt_under_every_policy() {
     let written = payloads(10, 20);
     append_all(dir.path(), &written);
     let segment = &segment_files(dir.path())[0];
-    let fifth = record_offset(&written, 4);
+    let fifth = group_offset(&written, 4);
     edit(segment, |bytes| {
-        bytes[fifth as usize + RECORD_HEADER_LEN + 3] ^= 0x01
+        bytes[fifth as usize + GROUP_HEADER_LEN + RECORD_HEADER_LEN + 3] ^= 0x01
     });
     let len = fs::metadata(segment).unwrap().len();
 
@@ -249,7 +250,7 @@ fn flipped_byte_before_intact_records_is_corrupt_under_every_policy() {
         assert!(reason.contains("checksum"), "{reason}");
     }
     let (_, _, reason) = expect_corrupt(open(dir.path(), CorruptionPolicy::TruncateTornTail));
-    assert!(reason.contains("intact record follows"), "{reason}");
+    assert!(reason.contains("intact group follows"), "{reason}");
     assert_eq!(
         fs::metadata(segment).unwrap().len(),
         len,
@@ -347,4 +348,107 @@ fn a_missing_segment_is_a_gap() {
         expect_corrupt(open(dir.path(), CorruptionPolicy::TruncateTornTail));
     assert_eq!((path, offset), (files[2].clone(), 0));
     assert!(reason.contains("starts at position 3"), "{reason}");
+}
+
+/// A segment file written by hand: `groups` of payloads from position 1,
+/// in group frames (version 2) or, for version 1, records back to back.
+/// Returns the bytes and where each group starts.
+fn hand_made_segment(version: u32, groups: &[&[Bytes]]) -> (Vec<u8>, Vec<usize>) {
+    let mut bytes = Vec::new();
+    record::encode_segment_header(WalPosition(1), &mut bytes);
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    let mut starts = Vec::new();
+    let mut position = WalPosition(1);
+    for group in groups {
+        starts.push(bytes.len());
+        let first = position;
+        let start = (version == 2).then(|| record::begin_group(&mut bytes));
+        for payload in group.iter() {
+            record::encode_record(position, payload, &mut bytes);
+            position = position.next();
+        }
+        if let Some(start) = start {
+            record::finish_group(&mut bytes, start, first, group.len() as u32);
+        }
+    }
+    (bytes, starts)
+}
+
+#[test]
+fn a_torn_last_group_with_intact_records_after_the_damage_is_cut_off() {
+    // A power loss while the last group was written: its pages reached the
+    // disk out of order, so a record in its middle is zeros and the records
+    // after it are intact. None of them was acked (the fsync never ended).
+    let written = payloads(8, 100);
+    let (mut bytes, starts) = hand_made_segment(2, &[&written[..3], &written[3..]]);
+    let last_group = starts[1];
+    let fifth = last_group + GROUP_HEADER_LEN + RECORD_HEADER_LEN + 100;
+    bytes[fifth..fifth + RECORD_HEADER_LEN + 100].fill(0);
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join(file_name(WalPosition(1)));
+    fs::write(&segment, &bytes).unwrap();
+
+    let (path, offset, reason) = expect_corrupt(open(dir.path(), CorruptionPolicy::Fail));
+    assert_eq!((path, offset), (segment.clone(), last_group as u64));
+    assert!(reason.contains("checksum"), "{reason}");
+
+    let (wal, records) = open(dir.path(), CorruptionPolicy::TruncateTornTail).unwrap();
+    assert_eq!(replayed(records), numbered(1, &written[..3]));
+    assert_eq!(fs::metadata(&segment).unwrap().len(), last_group as u64);
+    assert_eq!(block_on(wal.append(Bytes::new())).unwrap(), WalPosition(4));
+}
+
+#[test]
+fn damage_before_an_intact_group_is_corrupt_under_every_policy() {
+    let written = payloads(8, 100);
+    let (mut bytes, starts) = hand_made_segment(2, &[&written[..3], &written[3..]]);
+    bytes[starts[0] + GROUP_HEADER_LEN + RECORD_HEADER_LEN + 5] ^= 1;
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(file_name(WalPosition(1))), &bytes).unwrap();
+    for policy in [CorruptionPolicy::TruncateTornTail, CorruptionPolicy::Fail] {
+        let (_, offset, reason) = expect_corrupt(open(dir.path(), policy));
+        assert_eq!(offset, starts[0] as u64);
+        assert!(reason.contains("intact group follows"), "{reason}");
+    }
+}
+
+#[test]
+fn a_group_whose_checksum_holds_but_whose_records_do_not_fit_is_corrupt() {
+    let written = payloads(3, 10);
+    let (mut bytes, starts) = hand_made_segment(2, &[&written]);
+    // Claim one record more than the group holds, with a valid checksum.
+    let start = starts[0];
+    let first = WalPosition(1);
+    bytes.truncate(start + GROUP_HEADER_LEN + 3 * (RECORD_HEADER_LEN + 10));
+    record::finish_group(&mut bytes, start, first, 4);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(file_name(first)), &bytes).unwrap();
+    let (_, _, reason) = expect_corrupt(open(dir.path(), CorruptionPolicy::TruncateTornTail));
+    assert!(reason.contains("ends before its last record"), "{reason}");
+}
+
+#[test]
+fn a_log_in_the_older_layout_is_read_and_appended_to_in_a_new_segment() {
+    let written = payloads(4, 30);
+    let (bytes, _) = hand_made_segment(1, &[&written]);
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join(file_name(WalPosition(1)));
+    fs::write(&old, &bytes).unwrap();
+
+    let (wal, records) = open(dir.path(), CorruptionPolicy::Fail).unwrap();
+    assert_eq!(replayed(records), numbered(1, &written));
+    let new = Bytes::from_static(b"in the new layout");
+    assert_eq!(block_on(wal.append(new.clone())).unwrap(), WalPosition(5));
+    wal.close().unwrap();
+    assert_eq!(
+        fs::read(&old).unwrap(),
+        bytes,
+        "the old segment is only read"
+    );
+    assert_eq!(segment_files(dir.path()).len(), 2);
+
+    let (_wal, records) = open(dir.path(), CorruptionPolicy::Fail).unwrap();
+    let mut expected = numbered(1, &written);
+    expected.push((5, new));
+    assert_eq!(replayed(records), expected);
 }

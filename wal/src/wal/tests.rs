@@ -73,7 +73,7 @@ fn a_new_log_starts_at_one() {
     let expected = WalStats {
         appends: 2,
         fsyncs: 2,
-        bytes_written: (16 + 3) + 16,
+        bytes_written: (24 + 16 + 3) + (24 + 16),
         segments: 1,
     };
     assert_eq!(wal.stats(), expected);
