@@ -294,6 +294,11 @@ impl Stream {
         self.resumed_at
     }
 
+    /// The offset the next `send` gets.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
     /// Sends `batch` as the stream's next offset and returns that offset.
     /// Waits while `max_in_flight` requests are unacknowledged.
     pub async fn send(&mut self, batch: RecordBatch) -> Result<i64> {

@@ -405,6 +405,7 @@ impl Catalog {
                             ms = done.elapsed.as_millis() as u64,
                             "committed to Delta"
                         );
+                        weir_wal::crash::point("after-commit");
                         match catalog.upgrade() {
                             Some(catalog) => catalog.truncate_wal(),
                             None => return,

@@ -67,6 +67,7 @@
 //! ```
 
 mod config;
+pub mod crash;
 mod error;
 mod group;
 mod record;

@@ -141,6 +141,10 @@ impl Writer {
         let count = u32::try_from(group.len()).unwrap_or(u32::MAX);
         record::finish_group(buf, start, first, count);
         let path = &self.active.path;
+        if crate::crash::due("wal-mid-group") {
+            let _ = self.active.file.write_all(&buf[..buf.len() / 2]);
+            crate::crash::crash("wal-mid-group");
+        }
         self.active
             .file
             .write_all(buf)

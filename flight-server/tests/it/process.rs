@@ -41,6 +41,23 @@ pub fn spawn(data_dir: &Path) -> WeirProcess {
 /// capped at `address_space` bytes if given (`ulimit -v`, so that a runaway
 /// allocation aborts the server instead of exhausting the machine).
 pub fn spawn_with(data_dir: &Path, config: &Path, address_space: Option<u64>) -> WeirProcess {
+    spawn_full(data_dir, config, address_space, &[], &[])
+}
+
+/// Starts `weir serve` on `data_dir` listening on `listen` with `env` set,
+/// e.g. a crash point (`WEIR_CRASH_AT`).
+pub fn spawn_env(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> WeirProcess {
+    let config = write_config(data_dir.parent().unwrap());
+    spawn_full(data_dir, &config, None, env, &["--listen", listen])
+}
+
+fn spawn_full(
+    data_dir: &Path,
+    config: &Path,
+    address_space: Option<u64>,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> WeirProcess {
     let ulimit = address_space.map_or_else(|| "unlimited".to_string(), |b| (b >> 10).to_string());
     let mut child = Command::new("sh")
         .arg("-c")
@@ -50,8 +67,10 @@ pub fn spawn_with(data_dir: &Path, config: &Path, address_space: Option<u64>) ->
         .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -121,6 +140,20 @@ impl WeirProcess {
     pub fn kill(mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
+    }
+
+    /// Waits up to `timeout` for the process to end on its own (at a crash
+    /// point); kills it if it does not. Returns whether it ended itself.
+    pub async fn crash_or_kill(mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if !self.is_alive() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill();
+        false
     }
 
     pub fn terminate(mut self) -> std::process::ExitStatus {
