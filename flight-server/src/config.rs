@@ -65,6 +65,31 @@ pub struct Config {
 pub struct WalSection {
     /// Start a new segment when the current one reaches this size.
     pub segment_bytes: u64,
+    /// What opening the WAL does with damage: `"repair-torn-tail"` (cut a
+    /// torn last write, refuse to start on anything else), `"fail"` (refuse
+    /// on any damage) or `"skip"` (also skip corrupt records, which are
+    /// lost, logged and counted).
+    pub corruption: Corruption,
+}
+
+/// `wal.corruption` in the config file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Corruption {
+    #[default]
+    RepairTornTail,
+    Fail,
+    Skip,
+}
+
+impl From<Corruption> for weir_wal::CorruptionPolicy {
+    fn from(c: Corruption) -> Self {
+        match c {
+            Corruption::RepairTornTail => weir_wal::CorruptionPolicy::TruncateTornTail,
+            Corruption::Fail => weir_wal::CorruptionPolicy::Fail,
+            Corruption::Skip => weir_wal::CorruptionPolicy::SkipCorrupt,
+        }
+    }
 }
 
 /// `[commit]` in the config file.
@@ -184,6 +209,7 @@ impl Default for WalSection {
     fn default() -> Self {
         Self {
             segment_bytes: WalConfig::default().segment_target_bytes,
+            corruption: Corruption::default(),
         }
     }
 }
@@ -223,6 +249,7 @@ impl Config {
             storage: None,
             wal: WalSection {
                 segment_bytes: 256 << 10,
+                corruption: Corruption::default(),
             },
             commit: CommitSection::from(&TableConfig::for_tests()),
             limits: LimitsSection {
@@ -253,6 +280,7 @@ impl Config {
     pub(crate) fn wal_config(&self) -> WalConfig {
         WalConfig {
             segment_target_bytes: self.wal.segment_bytes,
+            corruption: self.wal.corruption.into(),
             ..WalConfig::default()
         }
     }
@@ -309,6 +337,19 @@ mod tests {
         assert_eq!(config.storage_url().unwrap().as_str(), "memory:///");
         let err = toml::from_str::<Config>("[commit]\nintervl_ms = 5\n").unwrap_err();
         assert!(err.to_string().contains("intervl_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_wal_corruption_policy_is_named() {
+        use weir_wal::CorruptionPolicy;
+        let policy = |toml: &str| toml::from_str::<Config>(toml).map(|c| c.wal_config().corruption);
+        assert_eq!(policy("").unwrap(), CorruptionPolicy::TruncateTornTail);
+        let skip = policy("[wal]\ncorruption = \"skip\"\n").unwrap();
+        assert_eq!(skip, CorruptionPolicy::SkipCorrupt);
+        let fail = policy("[wal]\ncorruption = \"fail\"\n").unwrap();
+        assert_eq!(fail, CorruptionPolicy::Fail);
+        let err = policy("[wal]\ncorruption = \"ignore\"\n").unwrap_err();
+        assert!(err.to_string().contains("repair-torn-tail"), "{err}");
     }
 
     #[test]

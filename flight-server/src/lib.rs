@@ -30,7 +30,7 @@ mod server;
 mod service;
 pub mod session;
 
-pub use config::{CommitSection, Config, LimitsSection, WalSection};
+pub use config::{CommitSection, Config, Corruption, LimitsSection, WalSection};
 pub use error::{Error, Result};
 pub use server::Server;
 pub use service::WeirService;

@@ -64,6 +64,7 @@ impl Server {
             already_committed = replay.already_committed,
             orphaned = replay.orphaned,
             commits = replay.commits,
+            skipped_as_corrupt = replay.skipped,
             ms = started.elapsed().as_millis() as u64,
             "replayed the WAL"
         );

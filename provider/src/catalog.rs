@@ -37,6 +37,9 @@ pub struct ReplayStats {
     pub orphaned: usize,
     /// Commits made during replay because the tails reached their budgets.
     pub commits: usize,
+    /// Record positions lost to corruption the WAL skipped (only with
+    /// `CorruptionPolicy::SkipCorrupt`).
+    pub skipped: u64,
 }
 
 /// The tables of a node.
@@ -125,7 +128,17 @@ impl Catalog {
             let table = Arc::new(catalog.table_from_delta(&name, delta, committed)?);
             catalog.tables.write().insert(name, table);
         }
-        let stats = catalog.replay(replay).await?;
+        let skipped = replay.skipped();
+        if skipped.regions > 0 {
+            warn!(
+                regions = skipped.regions,
+                bytes = skipped.bytes,
+                records = skipped.positions,
+                "the WAL skipped corrupt records; their rows are lost"
+            );
+        }
+        let mut stats = catalog.replay(replay).await?;
+        stats.skipped = skipped.positions;
         if stats.commits > 0 {
             catalog.truncate_wal();
         }

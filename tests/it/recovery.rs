@@ -288,3 +288,70 @@ async fn commits_fail_while_the_table_storage_is_broken_and_nothing_is_lost_or_d
         30
     );
 }
+
+/// The byte offsets of the groups in a WAL segment (format 2: a 20-byte
+/// segment header, then groups of a 24-byte frame and `len` bytes).
+fn group_offsets(segment: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 20;
+    while at + 24 <= segment.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(segment[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 24 + len;
+    }
+    offsets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_wal_record_stops_the_start_or_is_skipped_and_counted() {
+    let test = start_holding(tempfile::tempdir().unwrap()).await;
+    test.sql(SENSORS_DDL).await;
+    for first in [0, 10, 20] {
+        push(&test, first, 10).await;
+    }
+    let TestServer { server, dir } = test;
+    drop(server); // a crash: the rows are only in the WAL
+
+    // Damage the middle group: not a torn write, since an intact group
+    // follows it.
+    let wal = dir.path().join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    let segment = segments.last().unwrap().clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let groups = group_offsets(&bytes);
+    assert_eq!(groups.len(), 3, "one group per acked request");
+    bytes[groups[1] + 100] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let err = Server::start(holding(dir.path()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&segment.display().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("corrupt at byte {}", groups[1])),
+        "{err}"
+    );
+    assert!(err.contains("corruption = \"skip\""), "{err}");
+    assert!(err.contains("move the whole WAL directory aside"), "{err}");
+
+    let mut config = holding(dir.path());
+    config.wal.corruption = weir_flight_server::Corruption::Skip;
+    let test = TestServer {
+        server: Some(Server::start(config).await.unwrap()),
+        dir,
+    };
+    assert_eq!(test.count("sensors").await, 20);
+    assert_eq!(
+        test.scalar("SELECT count(*) FROM sensors WHERE id >= 10 AND id < 20")
+            .await,
+        0,
+        "the damaged request's rows are the ones lost"
+    );
+    push(&test, 30, 10).await;
+    assert_eq!(test.count("sensors").await, 30);
+}

@@ -16,6 +16,14 @@ pub enum CorruptionPolicy {
     /// Any bad header or record is [`Error::Corrupt`](crate::Error::Corrupt);
     /// nothing is repaired.
     Fail,
+    /// As [`CorruptionPolicy::TruncateTornTail`], and corruption elsewhere
+    /// is skipped: from the bad bytes to the next intact group (or the end
+    /// of a sealed segment), and a gap between segments. The records there
+    /// are lost; each skip is logged with its segment, offset and size, and
+    /// counted in [`Replay::skipped`](crate::Replay::skipped). Format 1
+    /// segments (no group frames) are not skipped in: their corruption is
+    /// still an error.
+    SkipCorrupt,
 }
 
 /// Limits and policies of a [`Wal`](crate::Wal).

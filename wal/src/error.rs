@@ -32,9 +32,11 @@ pub enum Error {
     /// A segment holds bytes that are not a valid log.
     #[error(
         "WAL segment {} is corrupt at byte {offset}: {reason}. The log does not open on \
-         damage it cannot tell from a torn last write: restore the segment from a backup, or \
-         move the whole WAL directory aside to start a new log (records not yet committed to \
-         the tables are then lost)",
+         damage it cannot tell from a torn last write. Either restore the segment from a \
+         backup, or set `corruption = \"skip\"` in the [wal] section of the config to skip the \
+         damaged records and start (they are lost; each skip is logged and counted), or move \
+         the whole WAL directory aside to start a new log (every record not yet committed to \
+         the tables is then lost)",
         .segment.display()
     )]
     Corrupt {

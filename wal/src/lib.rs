@@ -84,6 +84,6 @@ pub use bytes::Bytes;
 pub use config::{CorruptionPolicy, WalConfig};
 pub use error::{Error, Result};
 pub use record::{MAX_PAYLOAD_LEN, WalPosition, WalRecord};
-pub use replay::Replay;
+pub use replay::{Replay, Skipped};
 pub use storage::{FsStorage, Storage, StorageFile};
 pub use wal::{PendingAppend, Wal, WalStats};

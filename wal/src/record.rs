@@ -225,6 +225,12 @@ pub(crate) fn find_intact_group(buf: &[u8], from: usize, expected: WalPosition) 
         })
 }
 
+/// The first position of the intact group at `offset` (one that
+/// [`find_intact_group`] found).
+pub(crate) fn group_first(buf: &[u8], offset: usize) -> WalPosition {
+    WalPosition(u64_at(buf, offset + 16))
+}
+
 fn decode_group_frame(buf: &[u8], offset: usize) -> Result<Option<Group>, Defect> {
     let rest = buf.get(offset..).unwrap_or_default();
     if rest.is_empty() {

@@ -31,11 +31,41 @@ pub(crate) struct CheckedSegment {
     /// Bytes checked, header included. The newest segment may have grown
     /// since (the writer appends to it); replay stops here.
     pub len: u64,
+    /// Corrupt regions skipped (see [`CorruptionPolicy::SkipCorrupt`]).
+    ///
+    /// [`CorruptionPolicy::SkipCorrupt`]: crate::CorruptionPolicy::SkipCorrupt
+    pub skips: Vec<Skip>,
+}
+
+/// A corrupt region of a segment that replay jumps over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Skip {
+    /// Where the bad bytes start.
+    pub at: usize,
+    /// Where the next intact group starts.
+    pub resume: usize,
+    /// That group's first position.
+    pub next: WalPosition,
+    /// Positions lost in between.
+    pub lost: u64,
+}
+
+/// What [`Wal::open`](crate::Wal::open) skipped under
+/// [`CorruptionPolicy::SkipCorrupt`](crate::CorruptionPolicy::SkipCorrupt).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Corrupt regions and gaps between segments skipped.
+    pub regions: u64,
+    /// Bytes skipped.
+    pub bytes: u64,
+    /// Record positions lost.
+    pub positions: u64,
 }
 
 impl CheckedSegment {
     fn records(&self) -> u64 {
-        self.end.get() - self.meta.first.get()
+        let lost: u64 = self.skips.iter().map(|skip| skip.lost).sum();
+        self.end.get() - self.meta.first.get() - lost
     }
 }
 
@@ -65,6 +95,7 @@ pub struct Replay {
     current: Option<Current>,
     /// Records not yet yielded.
     remaining: u64,
+    skipped: Skipped,
 }
 
 /// A segment in memory, with where the next record starts.
@@ -82,7 +113,11 @@ struct Current {
 
 impl Replay {
     /// A replay of `checked`, oldest first, reading through `storage`.
-    pub(crate) fn new(storage: Arc<dyn Storage>, checked: Vec<CheckedSegment>) -> Replay {
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        checked: Vec<CheckedSegment>,
+        skipped: Skipped,
+    ) -> Replay {
         let pending: VecDeque<_> = checked
             .into_iter()
             .filter(|segment| segment.records() > 0)
@@ -93,7 +128,14 @@ impl Replay {
             pending,
             current: None,
             remaining,
+            skipped,
         }
+    }
+
+    /// What open skipped as corrupt; all zero unless the policy is
+    /// [`CorruptionPolicy::SkipCorrupt`](crate::CorruptionPolicy::SkipCorrupt).
+    pub fn skipped(&self) -> Skipped {
+        self.skipped
     }
 
     /// Records not yet yielded: before iterating, every record retained in
@@ -175,6 +217,13 @@ impl Current {
             return None;
         }
         if self.grouped && self.group_left == 0 {
+            if let Some(skip) = self.segment.skips.first()
+                && skip.at == self.offset
+            {
+                self.offset = skip.resume;
+                self.next = skip.next;
+                self.segment.skips.remove(0);
+            }
             let at = self.offset as u64;
             match record::decode_group(&self.bytes, self.offset, self.next) {
                 Ok(Some(group)) if group.count > 0 => {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use crate::record::{self, Defect, SEGMENT_HEADER_LEN};
-use crate::replay::CheckedSegment;
+use crate::replay::{CheckedSegment, Skip, Skipped};
 use crate::storage::{Storage, StorageFile};
 use crate::{CorruptionPolicy, Error, Result, WalPosition};
 
@@ -82,6 +82,8 @@ pub(crate) struct Recovered {
     /// Position of the next record to append.
     pub next: WalPosition,
     pub active: ActiveSegment,
+    /// What [`CorruptionPolicy::SkipCorrupt`] skipped.
+    pub skipped: Skipped,
 }
 
 /// Opens the log in `dir` (creating it if needed): reads and checks every
@@ -127,6 +129,7 @@ pub(crate) fn recover(
             checked: Vec::new(),
             next: first,
             active,
+            skipped: Skipped::default(),
         });
     };
 
@@ -134,9 +137,19 @@ pub(crate) fn recover(
     let mut next: Option<WalPosition> = None;
     let mut active_len = 0;
     let mut active_version = record::FORMAT_VERSION;
+    let mut skipped = Skipped::default();
+    let skip = policy == CorruptionPolicy::SkipCorrupt;
     for segment in &segments {
         let is_newest = segment.first == newest.first;
         if let Some(expected) = next
+            && skip
+            && segment.first > expected
+        {
+            let lost = segment.first.get() - expected.get();
+            warn!(segment = %segment.path.display(), from = %expected, positions = lost, "skipping a gap in the WAL: the records before this segment are lost");
+            skipped.regions += 1;
+            skipped.positions += lost;
+        } else if let Some(expected) = next
             && segment.first != expected
         {
             return Err(corrupt(
@@ -148,19 +161,25 @@ pub(crate) fn recover(
                 ),
             ));
         }
-        let repair = is_newest && policy == CorruptionPolicy::TruncateTornTail;
+        let repair = is_newest && policy != CorruptionPolicy::Fail;
         // Dropped at the end of this iteration: one segment in memory at a time.
         let bytes = storage
             .read(&segment.path)
             .map_err(|e| Error::io("read segment", &segment.path, e))?;
-        let end = check_segment(storage, segment, &bytes, repair)?;
+        let end = check_segment(storage, segment, &bytes, repair, skip)?;
         next = Some(end.next);
         active_len = end.len;
         active_version = end.version;
+        for region in &end.skips {
+            skipped.regions += 1;
+            skipped.bytes += (region.resume - region.at) as u64;
+            skipped.positions += region.lost;
+        }
         checked.push(CheckedSegment {
             meta: segment.clone(),
             end: end.next,
             len: end.len,
+            skips: end.skips,
         });
     }
     let next = next.unwrap_or(newest.first);
@@ -193,6 +212,7 @@ pub(crate) fn recover(
                 active,
                 segments,
                 checked,
+                skipped,
             });
         }
     }
@@ -208,6 +228,7 @@ pub(crate) fn recover(
         },
         segments,
         checked,
+        skipped,
     })
 }
 
@@ -219,6 +240,8 @@ struct SegmentEnd {
     len: u64,
     /// Its layout version.
     version: u32,
+    /// The corrupt regions skipped, in order.
+    skips: Vec<Skip>,
 }
 
 /// Checks one segment's header and records. With `repair`, a defect that no
@@ -229,6 +252,7 @@ fn check_segment(
     segment: &SegmentMeta,
     bytes: &[u8],
     repair: bool,
+    skip: bool,
 ) -> Result<SegmentEnd> {
     match record::decode_segment_header(bytes) {
         Ok(first) if first == segment.first => {}
@@ -256,31 +280,38 @@ fn check_segment(
                 next: segment.first,
                 len: header.len() as u64,
                 version: record::FORMAT_VERSION,
+                skips: Vec::new(),
             });
         }
         Err(defect) => return Err(corrupt(segment, 0, defect.to_string())),
     }
 
     let version = record::segment_version(bytes);
+    let mut skips = Vec::new();
     let (offset, expected) = if version == record::UNGROUPED_VERSION {
         check_ungrouped(storage, segment, bytes, repair)?
     } else {
-        check_groups(storage, segment, bytes, repair)?
+        let skips = skip.then_some(&mut skips);
+        check_groups(storage, segment, bytes, repair, skips)?
     };
     Ok(SegmentEnd {
         next: expected,
         len: offset as u64,
         version,
+        skips,
     })
 }
 
 /// Checks the groups of a segment (see [`crate::record`]); returns where the
-/// checked bytes end and the position after the last record.
+/// checked bytes end and the position after the last record. With `skips`,
+/// corruption is skipped (and the skipped regions pushed there) instead of
+/// failing.
 fn check_groups(
     storage: &dyn Storage,
     segment: &SegmentMeta,
     bytes: &[u8],
     repair: bool,
+    mut skips: Option<&mut Vec<Skip>>,
 ) -> Result<(usize, WalPosition)> {
     let mut offset = SEGMENT_HEADER_LEN;
     let mut expected = segment.first;
@@ -296,6 +327,36 @@ fn check_groups(
             Ok(None) => return Ok((offset, expected)),
             Err(defect) => {
                 let follows = record::find_intact_group(bytes, offset + 1, expected);
+                let torn = follows.is_none() && repair;
+                if let Some(skips) = skips.as_deref_mut().filter(|_| !torn) {
+                    // Skip to the intact group, or to the end of a sealed
+                    // segment.
+                    let (resume, next) = match follows {
+                        Some(at) => (at, record::group_first(bytes, at)),
+                        None => (bytes.len(), expected),
+                    };
+                    warn!(
+                        segment = %segment.path.display(),
+                        offset,
+                        bytes = resume - offset,
+                        from = %expected,
+                        lost = next.get() - expected.get(),
+                        %defect,
+                        "skipping corrupt WAL bytes (wal.corruption = \"skip\"): their records are lost"
+                    );
+                    skips.push(Skip {
+                        at: offset,
+                        resume,
+                        next,
+                        lost: next.get() - expected.get(),
+                    });
+                    if follows.is_none() {
+                        return Ok((offset, expected));
+                    }
+                    offset = resume;
+                    expected = next;
+                    continue;
+                }
                 if !repair || follows.is_some() {
                     let mut reason = defect.to_string();
                     if let Some(at) = follows {

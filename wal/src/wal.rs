@@ -82,7 +82,7 @@ impl Wal {
         let recovered =
             segment::recover(&*storage, dir, config.corruption, config.positions_after)?;
         let next = recovered.next;
-        let replay = Replay::new(Arc::clone(&storage), recovered.checked);
+        let replay = Replay::new(Arc::clone(&storage), recovered.checked, recovered.skipped);
         info!(
             dir = %dir.display(),
             records = replay.len(),

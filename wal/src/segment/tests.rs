@@ -452,3 +452,58 @@ fn a_log_in_the_older_layout_is_read_and_appended_to_in_a_new_segment() {
     expected.push((5, new));
     assert_eq!(replayed(records), expected);
 }
+
+fn skipping() -> CorruptionPolicy {
+    CorruptionPolicy::SkipCorrupt
+}
+
+#[test]
+fn skip_corrupt_skips_a_damaged_group_and_counts_it() {
+    let written = payloads(8, 100);
+    let groups: [&[Bytes]; 3] = [&written[..2], &written[2..5], &written[5..]];
+    let (mut bytes, starts) = hand_made_segment(2, &groups);
+    bytes[starts[1] + GROUP_HEADER_LEN + 7] ^= 1;
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(file_name(WalPosition(1))), &bytes).unwrap();
+
+    let (wal, records) = open(dir.path(), skipping()).unwrap();
+    assert_eq!(records.len(), 5);
+    assert_eq!(
+        records.skipped(),
+        crate::Skipped {
+            regions: 1,
+            bytes: (starts[2] - starts[1]) as u64,
+            positions: 3,
+        }
+    );
+    let mut expected = numbered(1, &written[..2]);
+    expected.extend(numbered(6, &written[5..]));
+    assert_eq!(replayed(records), expected);
+    assert_eq!(block_on(wal.append(Bytes::new())).unwrap(), WalPosition(9));
+    wal.close().unwrap();
+
+    // The damage stays on disk, and is skipped again on the next open.
+    let (_wal, records) = open(dir.path(), skipping()).unwrap();
+    assert_eq!(records.skipped().positions, 3);
+    assert_eq!(records.len(), 6);
+}
+
+#[test]
+fn skip_corrupt_skips_a_missing_segment_and_a_damaged_sealed_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = one_record_per_segment(dir.path(), 6);
+    let files = segment_files(dir.path());
+    fs::remove_file(&files[2]).unwrap();
+    edit(&files[4], |bytes| {
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+    });
+    expect_corrupt(open(dir.path(), CorruptionPolicy::TruncateTornTail));
+
+    let (_wal, records) = open(dir.path(), skipping()).unwrap();
+    assert_eq!(records.skipped().positions, 2);
+    let kept: Vec<u64> = replayed(records).iter().map(|(p, _)| *p).collect();
+    let mut expected: Vec<u64> = (1..=written.len() as u64).collect();
+    expected.retain(|p| *p != 3 && *p != 5);
+    assert_eq!(kept, expected);
+}
