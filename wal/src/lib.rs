@@ -79,6 +79,8 @@ mod writer;
 
 #[cfg(test)]
 mod mem_storage;
+#[cfg(test)]
+mod model_tests;
 
 pub use bytes::Bytes;
 pub use config::{CorruptionPolicy, WalConfig};

@@ -86,6 +86,38 @@ impl MemStorage {
         copy
     }
 
+    /// As [`MemStorage::crash_copy`], for a crash in the middle of writing
+    /// back what was not fsynced: of each file's unsynced bytes, a random
+    /// prefix reached the file's length, and of that, random 512-byte
+    /// sectors reached the disk (the others read as zeros), as a disk that
+    /// writes pages back out of order leaves them.
+    pub fn torn_copy(&self, seed: u64) -> MemStorage {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let copy = self.crash_copy();
+        let state = self.inner.state.lock();
+        let mut copied = copy.inner.state.lock();
+        for (path, file) in &state.files {
+            let durable = file.durable.len().min(file.data.len());
+            let unsynced = &file.data[durable..];
+            if unsynced.is_empty() {
+                continue;
+            }
+            let reached = rng.random_range(0..=unsynced.len());
+            let mut tail = unsynced[..reached].to_vec();
+            for sector in tail.chunks_mut(512) {
+                if rng.random_bool(0.5) {
+                    sector.fill(0);
+                }
+            }
+            let torn = copied.files.get_mut(path).expect("copied");
+            torn.data.extend_from_slice(&tail);
+            torn.durable = torn.data.clone();
+        }
+        drop(copied);
+        copy
+    }
+
     /// The paths of every [`Storage::read`] so far, in order.
     pub fn dir_syncs(&self) -> Vec<PathBuf> {
         self.inner.state.lock().dir_syncs.clone()
