@@ -93,13 +93,20 @@ impl Table {
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_writer_properties(properties)
-            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
-            .into_future();
+            .with_commit_properties(
+                CommitProperties::default().with_application_transactions(txns),
+            );
+        #[cfg(test)]
+        let write = match self.write_hook.lock().clone() {
+            Some(hook) => write.with_custom_execute_handler(hook.0),
+            None => write,
+        };
+        let write = write.into_future();
         let written = match tokio::time::timeout(self.config.commit_timeout, write).await {
             Ok(written) => written,
             Err(_) => Err(deltalake::DeltaTableError::Generic(format!(
-                "the commit took longer than {} s",
-                self.config.commit_timeout.as_secs()
+                "the commit took longer than {} ms",
+                self.config.commit_timeout.as_millis()
             ))),
         };
         let version = match written {
@@ -137,14 +144,22 @@ impl Table {
     /// watermark. Call with the commit lock held.
     async fn resolve_unknown_outcome(&self) -> Result<WalPosition> {
         let mut latest = self.state.lock().delta.clone();
-        latest
-            .update_state()
+        let read = async {
+            latest.update_state().await?;
+            let snapshot = latest.snapshot()?;
+            snapshot
+                .transaction_version(latest.log_store().as_ref(), &self.app_id)
+                .await
+        };
+        // The store that made the commit hang may hang this too.
+        let watermark = tokio::time::timeout(self.config.commit_timeout, read)
             .await
-            .map_err(|e| Error::delta(&self.name, e))?;
-        let snapshot = latest.snapshot().map_err(|e| Error::delta(&self.name, e))?;
-        let watermark = snapshot
-            .transaction_version(latest.log_store().as_ref(), &self.app_id)
-            .await
+            .unwrap_or_else(|_| {
+                Err(deltalake::DeltaTableError::Generic(format!(
+                    "reading the table's watermark took longer than {} ms",
+                    self.config.commit_timeout.as_millis()
+                )))
+            })
             .map_err(|e| Error::delta(&self.name, e))?
             .map_or(WalPosition::ZERO, |v| WalPosition(v.max(0) as u64));
         if watermark > self.state.lock().committed_through {
@@ -154,3 +169,18 @@ impl Table {
         Ok(watermark)
     }
 }
+
+/// A hook around the Delta writes of a table, for tests that stall them.
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct WriteHook(pub std::sync::Arc<dyn deltalake::operations::CustomExecuteHandler>);
+
+#[cfg(test)]
+impl std::fmt::Debug for WriteHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteHook")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -101,6 +101,9 @@ pub struct Table {
     /// The durable offset of each named stream seen since start (see
     /// [`crate::streams`]).
     streams: Mutex<StreamOffsets>,
+    /// Runs around every Delta write, to stall it in tests.
+    #[cfg(test)]
+    pub(crate) write_hook: Mutex<Option<crate::commit::WriteHook>>,
 }
 
 #[derive(Debug)]
@@ -237,6 +240,8 @@ impl Table {
             commit_lock: tokio::sync::Mutex::new(()),
             outcome_unknown: std::sync::atomic::AtomicBool::new(false),
             streams: Mutex::new(StreamOffsets::default()),
+            #[cfg(test)]
+            write_hook: Mutex::new(None),
         })
     }
 
