@@ -7,13 +7,16 @@ import pyarrow.flight as flight
 import pytest
 
 
-def push(addr, table, batches):
-    """The README's pyarrow example: push batches, return the acks."""
+def push(addr, table, batches, stream_name=None, first_offset=0):
+    """The README's pyarrow example: push batches, return the acks. With a
+    stream name, the batches are numbered from `first_offset`."""
     client = flight.FlightClient(f"grpc://{addr}")
     descriptor = flight.FlightDescriptor.for_path(table)
-    writer, reader = client.do_put(descriptor, batches[0].schema)
+    headers = [(b"x-weir-stream-name", stream_name.encode())] if stream_name else []
+    options = flight.FlightCallOptions(headers=headers)
+    writer, reader = client.do_put(descriptor, batches[0].schema, options=options)
     acks = [json.loads(reader.read().to_pybytes())]  # the ready ack
-    for offset, batch in enumerate(batches):
+    for offset, batch in enumerate(batches, start=first_offset):
         writer.write_with_metadata(batch, json.dumps({"offset_id": offset}).encode())
         acks.append(json.loads(reader.read().to_pybytes()))
     writer.done_writing()
@@ -44,6 +47,24 @@ def test_pyarrow_push_acks_and_sql(weir):
     assert weir.sql("SELECT count(*) AS n, min(ts) AS first FROM sensors") == (
         "n,first\n5,2023-11-14T22:13:20Z\n"
     )
+
+
+def test_pyarrow_named_stream_resumes_exactly_once_after_a_restart(weir, tmp_path):
+    weir.sql("CREATE TABLE sensors (id BIGINT NOT NULL, ts TIMESTAMP, temp DOUBLE, site VARCHAR)")
+    acks = push(weir.addr, "sensors", [sensors(0, 3), sensors(3, 3)], stream_name="probe-1")
+    assert acks[0]["ack_up_to_offset"] == -1
+    assert weir.stop() == 0
+
+    from conftest import Weir
+
+    again = Weir(tmp_path / "data")
+    try:
+        # The producer does not know whether offset 1 landed: it resends it.
+        acks = push(again.addr, "sensors", [sensors(3, 3), sensors(6, 3)], "probe-1", first_offset=1)
+        assert [a["ack_up_to_offset"] for a in acks] == [1, 1, 2]
+        assert again.sql("SELECT count(*) AS n, count(DISTINCT id) AS d FROM sensors") == "n,d\n9,9\n"
+    finally:
+        assert again.stop() == 0
 
 
 def refused(addr, table, batches):
