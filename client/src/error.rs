@@ -20,6 +20,17 @@ pub enum Error {
     /// The stream ended before every batch was acknowledged.
     #[error("the stream closed with batches {first}..={last} unacknowledged")]
     Unacknowledged { first: i64, last: i64 },
+    /// On a reconnect, the server had more of a named stream durable than
+    /// this stream ever sent: another producer writes under the same name.
+    #[error(
+        "stream {name:?}: the server has offset {durable} durable, but this stream sent only up \
+         to {sent}; another producer uses the same stream name"
+    )]
+    NameInUse {
+        name: String,
+        durable: i64,
+        sent: i64,
+    },
     /// A batch could not be encoded.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

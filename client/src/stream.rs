@@ -128,6 +128,9 @@ pub struct Stream {
     acked: Ack,
     /// Why the stream stopped, once it gave up.
     failed: Option<tonic::Status>,
+    /// Reconnects since the ack last moved on: a call that reconnects but
+    /// then fails again before any ack counts against the same budget.
+    reconnects: u32,
     options: StreamOptions,
     records: bool,
 }
@@ -282,6 +285,7 @@ impl Stream {
             resumed_at: ready.offset,
             acked: ready,
             failed: None,
+            reconnects: 0,
             options,
             records,
         })
@@ -371,6 +375,9 @@ impl Stream {
                 .await
                 .map_err(|_| Error::Protocol("the ack reader stopped".into()))?
                 .clone();
+            if state.ack.offset > self.acked.offset {
+                self.reconnects = 0;
+            }
             self.acked = state.ack;
             if state.ack.offset >= offset {
                 return Ok(state.ack);
@@ -443,16 +450,18 @@ impl Stream {
                 last: self.next_offset - 1,
             },
         };
-        let mut backoff = self.options.reconnect_backoff;
         let mut last = failure;
-        for _ in 0..self.options.reconnect_attempts {
+        while self.reconnects < self.options.reconnect_attempts {
+            let doublings = self.reconnects.min(16);
+            let backoff = (self.options.reconnect_backoff * (1 << doublings)).min(MAX_BACKOFF);
+            self.reconnects += 1;
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
             match self.reconnect().await {
                 Ok(()) => return Ok(()),
                 Err(Error::Server(status)) if !retryable(status.code()) => {
                     return Err(self.give_up(Error::Server(status)));
                 }
+                Err(e @ Error::NameInUse { .. }) => return Err(self.give_up(e)),
                 Err(e) => {
                     self.connection = None;
                     last = e;
@@ -473,9 +482,10 @@ impl Stream {
 
     /// Opens a new call and resends every unacknowledged request on it.
     async fn reconnect(&mut self) -> Result<()> {
-        // An anonymous stream's new call numbers from 0: its first
-        // request is the oldest unacknowledged one.
-        let pending = self.unacknowledged();
+        // One snapshot: an older call's ack reader may still be trimming
+        // the buffer. An anonymous stream's new call numbers from 0 at its
+        // first request.
+        let mut pending = self.unacknowledged();
         let base = match &self.options.name {
             Some(_) => 0,
             None => pending.first().map_or(self.next_offset, |(o, _)| *o),
@@ -484,13 +494,24 @@ impl Stream {
             .client
             .call(self.first.clone(), &self.options, &self.in_flight, base)
             .await?;
-        if self.options.name.is_some() {
+        if let Some(name) = &self.options.name {
+            let sent = self.next_offset - 1;
+            if ready.offset > sent {
+                // Someone else writes under this name: going on would
+                // take their offsets for ours.
+                return Err(Error::NameInUse {
+                    name: name.clone(),
+                    durable: ready.offset,
+                    sent,
+                });
+            }
             // Durable before the call broke, unacked only because the ack
             // was lost: the server has them.
+            pending.retain(|(o, _)| *o > ready.offset);
             self.in_flight.lock().retain(|(o, _)| *o > ready.offset);
         }
         self.connection = Some(connection);
-        for (offset, request) in self.unacknowledged() {
+        for (offset, request) in pending {
             if self.transmit(offset, &request).await.is_err() {
                 return Err(Error::Protocol(
                     "the new call closed during the resend".into(),

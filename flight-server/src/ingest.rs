@@ -47,7 +47,7 @@ use arrow_flight::PutResult;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status};
 use tracing::error;
@@ -212,10 +212,14 @@ impl Ingest {
             .await
             .map_err(|_| Error::ShuttingDown)?;
         let last_words = acks.clone();
+        // How the stream ends when its final status could not go through
+        // `acks` (a taken-over stream stops waiting for its reader): after
+        // the acks, never an OK in its place.
+        let (ending, ending_rx) = oneshot::channel::<Status>();
         let task = tokio::spawn(ingest(
             session,
             source,
-            acks,
+            (acks, ending),
             self.shutdown.clone(),
             self.limits,
             slot,
@@ -233,7 +237,9 @@ impl Ingest {
                     .await;
             }
         });
-        Ok(Box::pin(ReceiverStream::new(ack_rx)))
+        let ending =
+            futures::stream::once(ending_rx).filter_map(|ending| async { ending.ok().map(Err) });
+        Ok(Box::pin(ReceiverStream::new(ack_rx).chain(ending)))
     }
 }
 
@@ -334,7 +340,10 @@ enum Step {
 async fn ingest(
     mut session: Session,
     mut source: Source,
-    acks: mpsc::Sender<Result<PutResult, Status>>,
+    acks: (
+        mpsc::Sender<Result<PutResult, Status>>,
+        oneshot::Sender<Status>,
+    ),
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
     _slot: StreamSlot,
@@ -389,9 +398,9 @@ async fn ingest(
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
                     _ = session.taken_over() => break Err(taken_over()),
-                    enqueued = table.enqueue_unsynced(name.as_ref(), offset, batch, retained) => {
-                        enqueued
-                    }
+                    enqueued = table.enqueue_unsynced(
+                        name.as_ref(), offset, batch, retained, Some(session.wal_epoch()),
+                    ) => enqueued,
                 };
                 enqueued.map(|pending| (pending, rows)).map_err(Error::from)
             }
@@ -425,14 +434,19 @@ async fn ingest(
 
 /// Awaits durability in stream order, records it, and sends cumulative
 /// acks. Once the stream is taken over it still records what becomes
-/// durable (the newer connection resumes after it) but sends nothing: the
-/// producer may be gone without the server knowing.
+/// durable (the newer connection resumes after it) but stops waiting for
+/// the producer to read (it may be gone without the server knowing): the
+/// stream then ends with its acks so far and ABORTED, through `ending`.
 async fn acknowledge(
     mut steps: mpsc::Receiver<Step>,
-    acks: mpsc::Sender<Result<PutResult, Status>>,
+    (acks, ending): (
+        mpsc::Sender<Result<PutResult, Status>>,
+        oneshot::Sender<Status>,
+    ),
     durability: Durability,
 ) {
     let mut sending = true;
+    let mut unsent: Option<Status> = None;
     while let Some(step) = steps.recv().await {
         let reply = match step {
             Step::Append {
@@ -451,15 +465,24 @@ async fn acknowledge(
         };
         let last = reply.is_err();
         if sending {
+            let final_status = reply.as_ref().err().cloned();
             sending = tokio::select! {
                 biased;
                 sent = acks.send(reply) => sent.is_ok(),
-                _ = durability.taken_over() => false,
+                _ = durability.taken_over() => {
+                    unsent = Some(final_status.unwrap_or_else(|| Error::TakenOver {
+                        stream: durability.name().unwrap_or_default(),
+                    }.into()));
+                    false
+                }
             };
         }
         if last {
-            return;
+            break;
         }
+    }
+    if let Some(status) = unsent {
+        let _ = ending.send(status);
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Session {
     resumed_at: i64,
     /// The last offset this session received.
     last_seen: Option<i64>,
+    /// The WAL's failure count when the session opened: once a write
+    /// failed, the session writes nothing more (see
+    /// [`Table::enqueue_unsynced`]).
+    wal_epoch: u64,
 }
 
 /// What the acknowledging side of a session needs: the table and name to
@@ -157,6 +161,7 @@ impl Sessions {
 impl Session {
     fn new(table: Arc<Table>, name: Option<StreamName>, hold: Option<Hold>, at: i64) -> Self {
         Self {
+            wal_epoch: table.wal_epoch(),
             shared: Arc::new(Shared { table, name, hold }),
             resumed_at: at,
             last_seen: None,
@@ -176,6 +181,12 @@ impl Session {
     /// anonymous stream or a new name. The producer resumes after it.
     pub fn resumed_at(&self) -> i64 {
         self.resumed_at
+    }
+
+    /// The WAL's failure count when the session opened; its writes go
+    /// in with it (see [`Table::enqueue_unsynced`]).
+    pub fn wal_epoch(&self) -> u64 {
+        self.wal_epoch
     }
 
     /// The offset the next request gets when it names none.
@@ -228,6 +239,11 @@ impl Durability {
         if let Some(name) = &self.shared.name {
             self.shared.table.stream_durable(name, offset);
         }
+    }
+
+    /// The stream's name, `None` if anonymous.
+    pub fn name(&self) -> Option<String> {
+        self.shared.name.as_ref().map(ToString::to_string)
     }
 
     /// See [`Session::taken_over`].

@@ -35,7 +35,7 @@
 //!     vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
 //! )?;
 //! let rows = table.conform(&rows, &weir_codec::Limits::default())?;
-//! table.enqueue_unsynced(None, 0, rows, 0).await?.await?; // durable and visible
+//! table.enqueue_unsynced(None, 0, rows, 0, None).await?.await?; // durable and visible
 //! assert_eq!(table.cut().tail.len(), 1);
 //!
 //! let commit = table.commit().await?.expect("rows to commit");

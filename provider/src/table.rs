@@ -319,12 +319,16 @@ impl Table {
     ///
     /// A request of a named `stream` is recorded with its `offset_id`; once
     /// it is durable the caller reports that with [`Table::stream_durable`].
+    /// With `wal_epoch` (from [`Table::wal_epoch`] when the stream started)
+    /// the write is refused if a WAL write failed since: a stream's later
+    /// request must not become durable after an earlier one was lost.
     pub async fn enqueue_unsynced(
         &self,
         stream: Option<&StreamName>,
         offset_id: i64,
         batch: RecordBatch,
         retained: usize,
+        wal_epoch: Option<u64>,
     ) -> Result<PendingAppend> {
         let name = stream.map_or("", StreamName::as_str);
         let payload =
@@ -349,7 +353,11 @@ impl Table {
             if !self.budget.try_admit(bytes) {
                 continue;
             }
-            let pending = match self.wal.enqueue(payload) {
+            let enqueued = match wal_epoch {
+                Some(epoch) => self.wal.enqueue_in_epoch(payload, epoch),
+                None => self.wal.enqueue(payload),
+            };
+            let pending = match enqueued {
                 Ok(pending) => pending,
                 Err(e) => {
                     drop(state);
@@ -406,6 +414,11 @@ impl Table {
         let mut streams = self.streams.lock();
         streams.raise(name, committed);
         Ok(streams.get(name).unwrap_or(committed))
+    }
+
+    /// The WAL's failure count now; see [`Table::enqueue_unsynced`].
+    pub fn wal_epoch(&self) -> u64 {
+        self.wal.epoch()
     }
 
     /// Records that the named stream's request `offset` is durable.

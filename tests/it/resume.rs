@@ -29,8 +29,12 @@ struct Call {
 
 impl Call {
     async fn open(server: &TestServer, name: &str) -> Result<Call, tonic::Status> {
+        // The smallest HTTP/2 windows, so that a producer that does not
+        // read its acks fills them soon.
         let channel = tonic::transport::Channel::from_shared(server.url())
             .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
             .connect()
             .await
             .unwrap();
@@ -305,4 +309,95 @@ async fn lost_acks_are_resent_at_least_once_on_an_anonymous_stream() {
     // What a name adds: without one, the server cannot tell a resend from
     // new rows.
     assert_eq!(resend_after_lost_acks(None).await, (200, 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_stream_whose_producer_stopped_reading_ends_with_aborted() {
+    let server = server_with_sensors().await;
+    let mut old = Call::open(&server, "stuck").await.unwrap();
+    // The producer sends on and never reads its acks, until every buffer
+    // between it and the server is full.
+    let requests = old.requests.clone();
+    let sender = tokio::spawn(async move {
+        for offset in 0..4000i64 {
+            let batch = sensor_batch(offset, 1);
+            let mut messages = batches_to_flight_data(&batch.schema(), vec![batch]).unwrap();
+            let last = messages.pop().unwrap();
+            let metadata = format!("{{\"offset_id\":{offset}}}");
+            if requests
+                .send(last.with_app_metadata(metadata.into_bytes()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let new = Call::open(&server, "stuck").await.unwrap();
+    let mut last_acked = -1;
+    let status = loop {
+        match old.ack().await {
+            Ok(offset) => last_acked = offset,
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    let resumed = new.ready;
+    assert!(resumed >= last_acked, "{resumed} < {last_acked}");
+    new.finish().await;
+    sender.abort();
+    assert_eq!(server.count("sensors").await, resumed + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_finds_its_name_written_by_another_producer_stops() {
+    let mut server = server_with_sensors().await;
+    let client = server.client().await;
+    let options = StreamOptions {
+        name: Some("shared".into()),
+        reconnect_backoff: std::time::Duration::from_millis(20),
+        ..StreamOptions::default()
+    };
+    let mut first = client
+        .open_stream("sensors", sensors_schema(), options.clone())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        first.send(sensor_batch(i * 10, 10)).await.unwrap();
+    }
+    first.flush().await.unwrap();
+    server.restart_on_same_port().await;
+
+    // While the first producer is away, a second one writes under its name.
+    let mut second = client
+        .open_stream("sensors", sensors_schema(), options)
+        .await
+        .unwrap();
+    assert_eq!(second.resumed_at(), 4);
+    for i in 5..10 {
+        second.send(sensor_batch(i * 10, 10)).await.unwrap();
+    }
+    second.close().await.unwrap();
+
+    // The first one's reconnect finds offsets it never sent: it must not
+    // take them for its own.
+    let outcome = match first.send(sensor_batch(1000, 10)).await {
+        Ok(offset) => first.wait_for(offset).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let err = outcome.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            weir_client::Error::NameInUse {
+                durable: 9,
+                sent: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(server.count("sensors").await, 100);
 }

@@ -39,6 +39,8 @@ struct State {
     closed: bool,
     /// Why the log is poisoned, if it is.
     poisoned: Option<Poison>,
+    /// How many times the log was poisoned.
+    epoch: u64,
 }
 
 /// Why the log refuses writes.
@@ -78,20 +80,30 @@ impl GroupBuffer {
                 queue: VecDeque::new(),
                 closed: false,
                 poisoned: None,
+                epoch: 0,
             }),
             wake_writer: Condvar::new(),
         }
     }
 
-    /// Assigns the next position to `payload` and queues it.
+    /// Assigns the next position to `payload` and queues it; with
+    /// `epoch`, only if the log was not poisoned since that epoch.
     pub fn push(
         &self,
         payload: Bytes,
+        epoch: Option<u64>,
     ) -> Result<(WalPosition, oneshot::Receiver<Result<WalPosition>>)> {
         let (reply, receiver) = oneshot::channel();
         let mut state = self.state.lock();
         if let Some(poison) = &state.poisoned {
             return Err(poison.error());
+        }
+        if epoch.is_some_and(|epoch| epoch != state.epoch) {
+            return Err(Error::Failed(
+                "a write failed since this writer started, so later writes would leave a hole; \
+                 start again and resend what was not acknowledged"
+                    .into(),
+            ));
         }
         if state.closed {
             return Err(Error::Closed);
@@ -148,6 +160,9 @@ impl GroupBuffer {
     /// Returns the records still queued, for the caller to fail.
     pub fn poison(&self, reason: String, full: bool) -> Vec<Pending> {
         let mut state = self.state.lock();
+        if state.poisoned.is_none() {
+            state.epoch += 1;
+        }
         state.poisoned.get_or_insert(Poison {
             reason,
             full,
@@ -157,6 +172,11 @@ impl GroupBuffer {
         drop(state);
         self.wake_writer.notify_all();
         rest
+    }
+
+    /// How many times the buffer was poisoned so far.
+    pub fn epoch(&self) -> u64 {
+        self.state.lock().epoch
     }
 
     /// Why the buffer is poisoned, if it is.
@@ -203,7 +223,9 @@ mod tests {
     #[test]
     fn positions_are_assigned_in_push_order() {
         let buffer = GroupBuffer::new(WalPosition(10));
-        let positions: Vec<_> = (0..5).map(|_| buffer.push(payload(1)).unwrap().0).collect();
+        let positions: Vec<_> = (0..5)
+            .map(|_| buffer.push(payload(1), None).unwrap().0)
+            .collect();
         assert_eq!(positions, (10..15).map(WalPosition).collect::<Vec<_>>());
         let group = buffer.take_group(u64::MAX).unwrap();
         let taken: Vec<_> = group.iter().map(|p| p.position).collect();
@@ -214,7 +236,7 @@ mod tests {
     fn a_group_respects_the_byte_limit_but_takes_at_least_one() {
         let buffer = GroupBuffer::new(WalPosition(1));
         for len in [100, 50, 60, 500, 10] {
-            buffer.push(payload(len)).unwrap();
+            buffer.push(payload(len), None).unwrap();
         }
         let sizes = |group: Vec<Pending>| group.iter().map(|p| p.payload.len()).collect::<Vec<_>>();
         assert_eq!(sizes(buffer.take_group(160).unwrap()), vec![100, 50]);
@@ -226,9 +248,9 @@ mod tests {
     #[test]
     fn close_refuses_pushes_and_lets_the_writer_drain() {
         let buffer = GroupBuffer::new(WalPosition(1));
-        buffer.push(payload(1)).unwrap();
+        buffer.push(payload(1), None).unwrap();
         buffer.close();
-        assert!(matches!(buffer.push(payload(1)), Err(Error::Closed)));
+        assert!(matches!(buffer.push(payload(1), None), Err(Error::Closed)));
         assert_eq!(buffer.take_group(u64::MAX).unwrap().len(), 1);
         assert!(buffer.take_group(u64::MAX).is_none());
     }
@@ -236,11 +258,11 @@ mod tests {
     #[test]
     fn poison_fails_pushes_and_hands_back_the_queue() {
         let buffer = GroupBuffer::new(WalPosition(1));
-        buffer.push(payload(1)).unwrap();
-        buffer.push(payload(1)).unwrap();
+        buffer.push(payload(1), None).unwrap();
+        buffer.push(payload(1), None).unwrap();
         let rest = buffer.poison("disk on fire".into(), false);
         assert_eq!(rest.len(), 2);
-        let Err(Error::Failed(reason)) = buffer.push(payload(1)) else {
+        let Err(Error::Failed(reason)) = buffer.push(payload(1), None) else {
             panic!("a poisoned buffer must refuse pushes");
         };
         assert_eq!(reason, "disk on fire");
@@ -253,7 +275,15 @@ mod tests {
         assert!(!buffer.resume(WalPosition(1)));
         buffer.mark_repaired();
         assert!(buffer.resume(WalPosition(1)));
-        assert_eq!(buffer.push(payload(1)).unwrap().0, WalPosition(1));
+        assert_eq!(buffer.push(payload(1), None).unwrap().0, WalPosition(1));
+        // A writer that started before the failure is refused for good:
+        // its next record would follow one that was lost.
+        assert_eq!(buffer.epoch(), 1);
+        assert!(matches!(
+            buffer.push(payload(1), Some(0)),
+            Err(Error::Failed(_))
+        ));
+        assert_eq!(buffer.push(payload(1), Some(1)).unwrap().0, WalPosition(2));
         // Poisoned and closed, the writer is told to stop.
         buffer.poison("again".into(), false);
         buffer.close();
@@ -272,7 +302,7 @@ mod tests {
             !writer.is_finished(),
             "take_group returned with nothing queued"
         );
-        buffer.push(payload(1)).unwrap();
+        buffer.push(payload(1), None).unwrap();
         assert_eq!(writer.join().unwrap(), Some(1));
     }
 }

@@ -122,13 +122,32 @@ impl Wal {
     /// group commit. Returns at once; the record is durable when the returned
     /// [`PendingAppend`] resolves. Dropping it does not cancel the write.
     pub fn enqueue(&self, payload: Bytes) -> Result<PendingAppend> {
+        self.push(payload, None)
+    }
+
+    /// How many times a write failed since the log was opened. A writer
+    /// whose records must have no hole (an ordered stream) reads it when it
+    /// starts and enqueues with [`Wal::enqueue_in_epoch`].
+    pub fn epoch(&self) -> u64 {
+        self.shared.group.epoch()
+    }
+
+    /// [`Wal::enqueue`], refused with [`Error::Failed`] if a write failed
+    /// since [`Wal::epoch`] was `epoch`: after a failed record, a later one
+    /// of the same writer must not become durable (the failed one would be
+    /// a hole before it), even once the log has repaired itself.
+    pub fn enqueue_in_epoch(&self, payload: Bytes, epoch: u64) -> Result<PendingAppend> {
+        self.push(payload, Some(epoch))
+    }
+
+    fn push(&self, payload: Bytes, epoch: Option<u64>) -> Result<PendingAppend> {
         if payload.len() > MAX_PAYLOAD_LEN {
             return Err(Error::PayloadTooLarge {
                 len: payload.len(),
                 max: MAX_PAYLOAD_LEN,
             });
         }
-        let (position, reply) = self.shared.group.push(payload)?;
+        let (position, reply) = self.shared.group.push(payload, epoch)?;
         Ok(PendingAppend { position, reply })
     }
 

@@ -76,7 +76,7 @@ async fn push(table: &Table, ids: std::ops::Range<i64>) {
     )
     .unwrap();
     table
-        .enqueue_unsynced(None, 0, rows, 0)
+        .enqueue_unsynced(None, 0, rows, 0, None)
         .await
         .unwrap()
         .await
