@@ -134,7 +134,7 @@ impl Catalog {
                 regions = skipped.regions,
                 bytes = skipped.bytes,
                 records = skipped.positions,
-                "the WAL skipped corrupt records; their rows are lost"
+                "the WAL skipped corrupt records: their rows are lost, unless they were already committed to Delta"
             );
         }
         let mut stats = catalog.replay(replay).await?;

@@ -289,11 +289,11 @@ async fn commits_fail_while_the_table_storage_is_broken_and_nothing_is_lost_or_d
     );
 }
 
-/// The byte offsets of the groups in a WAL segment (format 2: a 20-byte
+/// The byte offsets of the groups in a WAL segment (format 2: a 28-byte
 /// segment header, then groups of a 24-byte frame and `len` bytes).
 fn group_offsets(segment: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
-    let mut at = 20;
+    let mut at = 28;
     while at + 24 <= segment.len() {
         offsets.push(at);
         let len = u32::from_le_bytes(segment[at + 4..at + 8].try_into().unwrap()) as usize;

@@ -34,7 +34,7 @@ pub struct WalConfig {
     /// group. Default 64 MiB.
     pub segment_target_bytes: u64,
     /// Most payload bytes written per fsync group (a single larger record
-    /// still forms a group of its own). Default 32 MiB.
+    /// still forms a group of its own). Default 32 MiB; at most 1 GiB.
     pub max_group_bytes: u64,
     /// What to do with bad data found on open.
     pub corruption: CorruptionPolicy,

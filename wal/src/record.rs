@@ -54,8 +54,10 @@ pub(crate) const FORMAT_VERSION: u32 = 2;
 /// The older layout, still read: records back to back, without group
 /// frames. A log of it is appended to in a new segment of the current one.
 pub(crate) const UNGROUPED_VERSION: u32 = 1;
-/// Length of the segment header.
-pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 4 + 8;
+/// Length of the segment header (version 2: with the salt).
+pub(crate) const SEGMENT_HEADER_LEN: usize = 8 + 4 + 8 + 8;
+/// Length of a version 1 segment header (no salt).
+const UNGROUPED_HEADER_LEN: usize = 8 + 4 + 8;
 /// Length of the frame in front of each payload.
 pub(crate) const RECORD_HEADER_LEN: usize = 4 + 4 + 8;
 /// First bytes of every group frame.
@@ -95,14 +97,19 @@ pub(crate) struct Decoded {
     pub end: usize,
 }
 
-// Segment header, at offset 0 of every segment file (20 bytes, integers
+// Segment header, at offset 0 of every segment file (28 bytes, integers
 // little-endian):
 //
-//   0               8               12                              20
-//   +---------------+---------------+-------------------------------+
-//   | magic         | version u32   | first position u64            |
-//   | "WEIRWAL\0"   | (1)           | (also in the file name)       |
-//   +---------------+---------------+-------------------------------+
+//   0               8               12                    20             28
+//   +---------------+---------------+---------------------+--------------+
+//   | magic         | version u32   | first position u64  | salt u64     |
+//   | "WEIRWAL\0"   | (2)           | (as in the file name)| (random)     |
+//   +---------------+---------------+---------------------+--------------+
+//
+// (Version 1 headers end at byte 20, without the salt.) The salt is drawn
+// when the segment is created and seeds every group checksum in it, so that
+// bytes a producer sent (payloads are stored verbatim) can never pass for a
+// group frame: they cannot know the salt.
 //
 // then groups back to back until the end of the file. A group is what the
 // writer wrote with one write and one fsync; it is framed (version 2):
@@ -113,8 +120,8 @@ pub(crate) struct Decoded {
 //   |           |           |           |           | u64              | (len)   |
 //   +-----------+-----------+-----------+-----------+------------------+---------+
 //
-// `len` is the bytes of its records, `crc32c` covers bytes 12..24+len (count,
-// first position and the records). Only the last group can be torn by a crash:
+// `len` is the bytes of its records, `crc32c` covers the segment's salt, then
+// bytes 12..24+len (count, first position and the records). Only the last group can be torn by a crash:
 // a group is written only after the one before it is durable. So bad bytes
 // with no intact group after them are a torn tail, and bad bytes with an
 // intact group after them are corruption, even where the torn group's pages
@@ -133,11 +140,39 @@ pub(crate) struct Decoded {
 // has the segment's first position, and each later one the position after its
 // predecessor's.
 
-/// Appends a segment header for a segment whose first record is `first`.
+/// Appends a segment header for a segment whose first record is `first`,
+/// with a new random salt.
 pub(crate) fn encode_segment_header(first: WalPosition, out: &mut Vec<u8>) {
+    use std::hash::{BuildHasher, Hasher};
+    // SipHash with random keys: a random number without another crate.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(first.get());
+    let salt = hasher.finish();
     out.extend_from_slice(&SEGMENT_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&first.get().to_le_bytes());
+    out.extend_from_slice(&salt.to_le_bytes());
+}
+
+/// The salt of a segment whose header [`decode_segment_header`] accepted
+/// (0 for version 1, which has no groups).
+pub(crate) fn segment_salt(header: &[u8]) -> u64 {
+    match segment_version(header) {
+        UNGROUPED_VERSION => 0,
+        _ => u64_at(header, 20),
+    }
+}
+
+/// Where a segment's records (or groups) start.
+pub(crate) fn data_start(header: &[u8]) -> usize {
+    match segment_version(header) {
+        UNGROUPED_VERSION => UNGROUPED_HEADER_LEN,
+        _ => SEGMENT_HEADER_LEN,
+    }
+}
+
+fn salted_crc(salt: u64, bytes: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), bytes)
 }
 
 /// Appends one framed record. The caller keeps `payload.len()` at or below
@@ -162,14 +197,20 @@ pub(crate) fn begin_group(out: &mut Vec<u8>) -> usize {
 }
 
 /// Fills in the frame reserved at `start` for the `count` records appended
-/// after it, the first at position `first`.
-pub(crate) fn finish_group(out: &mut [u8], start: usize, first: WalPosition, count: u32) {
+/// after it, the first at position `first`, in a segment salted `salt`.
+pub(crate) fn finish_group(
+    out: &mut [u8],
+    start: usize,
+    first: WalPosition,
+    count: u32,
+    salt: u64,
+) {
     let len = out.len() - start - GROUP_HEADER_LEN;
     // At most a group of `max_group_bytes` plus one record of at most 1 GiB.
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     out[start + 12..start + 16].copy_from_slice(&count.to_le_bytes());
     out[start + 16..start + 24].copy_from_slice(&first.get().to_le_bytes());
-    let crc = crc32c::crc32c(&out[start + 12..]);
+    let crc = salted_crc(salt, &out[start + 12..]);
     out[start..start + 4].copy_from_slice(&GROUP_MAGIC);
     out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
@@ -193,8 +234,9 @@ pub(crate) fn decode_group(
     buf: &[u8],
     offset: usize,
     expected: WalPosition,
+    salt: u64,
 ) -> Result<Option<Group>, Defect> {
-    let Some(group) = decode_group_frame(buf, offset)? else {
+    let Some(group) = decode_group_frame(buf, offset, salt)? else {
         return Ok(None);
     };
     if group.first != expected {
@@ -210,13 +252,18 @@ pub(crate) fn decode_group(
 /// after `expected` that the remaining bytes could reach) starting anywhere
 /// at or after `from`: after bad bytes, one means corruption, none a torn
 /// tail.
-pub(crate) fn find_intact_group(buf: &[u8], from: usize, expected: WalPosition) -> Option<usize> {
+pub(crate) fn find_intact_group(
+    buf: &[u8],
+    from: usize,
+    expected: WalPosition,
+    salt: u64,
+) -> Option<usize> {
     let reachable = (buf.len().saturating_sub(from) / RECORD_HEADER_LEN) as u64;
     let candidates = buf.get(from..)?.windows(4).enumerate();
     candidates
         .filter(|(_, magic)| *magic == GROUP_MAGIC)
         .map(|(i, _)| from + i)
-        .find(|&offset| match decode_group_frame(buf, offset) {
+        .find(|&offset| match decode_group_frame(buf, offset, salt) {
             Ok(Some(group)) => {
                 let first = group.first.get();
                 first >= expected.get() && first - expected.get() <= reachable
@@ -231,7 +278,7 @@ pub(crate) fn group_first(buf: &[u8], offset: usize) -> WalPosition {
     WalPosition(u64_at(buf, offset + 16))
 }
 
-fn decode_group_frame(buf: &[u8], offset: usize) -> Result<Option<Group>, Defect> {
+fn decode_group_frame(buf: &[u8], offset: usize, salt: u64) -> Result<Option<Group>, Defect> {
     let rest = buf.get(offset..).unwrap_or_default();
     if rest.is_empty() {
         return Ok(None);
@@ -257,7 +304,7 @@ fn decode_group_frame(buf: &[u8], offset: usize) -> Result<Option<Group>, Defect
         )));
     }
     let stored = u32_at(rest, 8);
-    let computed = crc32c::crc32c(&rest[12..end]);
+    let computed = salted_crc(salt, &rest[12..end]);
     if stored != computed {
         return Err(Defect::Corrupt(format!(
             "group checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
@@ -280,12 +327,13 @@ pub(crate) fn segment_version(header: &[u8]) -> u32 {
 /// Reads the segment header at the start of `buf` and returns the segment's
 /// first position.
 pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<WalPosition, Defect> {
-    let Some(header) = buf.get(..SEGMENT_HEADER_LEN) else {
-        return Err(Defect::Torn(format!(
+    let torn = || {
+        Defect::Torn(format!(
             "the segment header needs {SEGMENT_HEADER_LEN} bytes, the file has {}",
             buf.len()
-        )));
+        ))
     };
+    let header = buf.get(..UNGROUPED_HEADER_LEN).ok_or_else(torn)?;
     if header.iter().all(|&b| b == 0) {
         return Err(Defect::Torn("the segment header is all zeros".into()));
     }
@@ -301,6 +349,9 @@ pub(crate) fn decode_segment_header(buf: &[u8]) -> Result<WalPosition, Defect> {
         return Err(Defect::Corrupt(format!(
             "unsupported format version {version}, this build reads versions {UNGROUPED_VERSION} and {FORMAT_VERSION}"
         )));
+    }
+    if version != UNGROUPED_VERSION && buf.len() < SEGMENT_HEADER_LEN {
+        return Err(torn());
     }
     let first = u64_at(header, 12);
     if first == 0 {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::record::{self, SEGMENT_HEADER_LEN};
+use crate::record;
 use crate::segment::{self, SegmentMeta};
 use crate::storage::Storage;
 use crate::{Error, Result, WalPosition, WalRecord};
@@ -109,6 +109,8 @@ struct Current {
     grouped: bool,
     /// Records of the current group not yet yielded.
     group_left: u32,
+    /// The segment's salt, which seeds its group checksums.
+    salt: u64,
 }
 
 impl Replay {
@@ -194,10 +196,11 @@ impl Replay {
         Ok(Current {
             next: segment.meta.first,
             grouped: record::segment_version(&bytes) != record::UNGROUPED_VERSION,
+            salt: record::segment_salt(&bytes),
             group_left: 0,
+            offset: record::data_start(&bytes),
             segment,
             bytes,
-            offset: SEGMENT_HEADER_LEN,
         })
     }
 
@@ -225,7 +228,7 @@ impl Current {
                 self.segment.skips.remove(0);
             }
             let at = self.offset as u64;
-            match record::decode_group(&self.bytes, self.offset, self.next) {
+            match record::decode_group(&self.bytes, self.offset, self.next, self.salt) {
                 Ok(Some(group)) if group.count > 0 => {
                     self.offset = group.records;
                     self.group_left = group.count;

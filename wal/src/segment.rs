@@ -44,6 +44,8 @@ pub(crate) struct ActiveSegment {
     pub path: PathBuf,
     /// Bytes in the file.
     pub len: u64,
+    /// The salt of its group checksums.
+    pub salt: u64,
 }
 
 /// Creates a segment whose first record will be `first`: creates the file,
@@ -70,6 +72,7 @@ pub(crate) fn create(
         file,
         path,
         len: header.len() as u64,
+        salt: record::segment_salt(&header),
     })
 }
 
@@ -137,6 +140,7 @@ pub(crate) fn recover(
     let mut next: Option<WalPosition> = None;
     let mut active_len = 0;
     let mut active_version = record::FORMAT_VERSION;
+    let mut active_salt = 0;
     let mut skipped = Skipped::default();
     let skip = policy == CorruptionPolicy::SkipCorrupt;
     for segment in &segments {
@@ -170,6 +174,7 @@ pub(crate) fn recover(
         next = Some(end.next);
         active_len = end.len;
         active_version = end.version;
+        active_salt = end.salt;
         for region in &end.skips {
             skipped.regions += 1;
             skipped.bytes += (region.resume - region.at) as u64;
@@ -198,6 +203,7 @@ pub(crate) fn recover(
             record::encode_segment_header(newest.first, &mut header);
             rewrite(storage, &newest.path, 0, &header)?;
             active_len = header.len() as u64;
+            active_salt = record::segment_salt(&header);
             if let Some(last) = checked.last_mut() {
                 last.len = active_len;
             }
@@ -225,6 +231,7 @@ pub(crate) fn recover(
             file,
             path: newest.path.clone(),
             len: active_len,
+            salt: active_salt,
         },
         segments,
         checked,
@@ -240,6 +247,8 @@ struct SegmentEnd {
     len: u64,
     /// Its layout version.
     version: u32,
+    /// Its salt.
+    salt: u64,
     /// The corrupt regions skipped, in order.
     skips: Vec<Skip>,
 }
@@ -280,6 +289,7 @@ fn check_segment(
                 next: segment.first,
                 len: header.len() as u64,
                 version: record::FORMAT_VERSION,
+                salt: record::segment_salt(&header),
                 skips: Vec::new(),
             });
         }
@@ -298,6 +308,7 @@ fn check_segment(
         next: expected,
         len: offset as u64,
         version,
+        salt: record::segment_salt(bytes),
         skips,
     })
 }
@@ -313,10 +324,11 @@ fn check_groups(
     repair: bool,
     mut skips: Option<&mut Vec<Skip>>,
 ) -> Result<(usize, WalPosition)> {
-    let mut offset = SEGMENT_HEADER_LEN;
+    let salt = record::segment_salt(bytes);
+    let mut offset = record::data_start(bytes);
     let mut expected = segment.first;
     loop {
-        match record::decode_group(bytes, offset, expected) {
+        match record::decode_group(bytes, offset, expected, salt) {
             Ok(Some(group)) => {
                 // The checksum held: anything wrong inside is corruption,
                 // never a torn write.
@@ -326,7 +338,7 @@ fn check_groups(
             }
             Ok(None) => return Ok((offset, expected)),
             Err(defect) => {
-                let follows = record::find_intact_group(bytes, offset + 1, expected);
+                let follows = record::find_intact_group(bytes, offset + 1, expected, salt);
                 let torn = follows.is_none() && repair;
                 if let Some(skips) = skips.as_deref_mut().filter(|_| !torn) {
                     // Skip to the intact group, or to the end of a sealed
@@ -406,7 +418,7 @@ fn check_ungrouped(
     bytes: &[u8],
     repair: bool,
 ) -> Result<(usize, WalPosition)> {
-    let mut offset = SEGMENT_HEADER_LEN;
+    let mut offset = record::data_start(bytes);
     let mut expected = segment.first;
     loop {
         match record::decode_record(bytes, offset, expected) {

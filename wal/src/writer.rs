@@ -53,7 +53,10 @@ impl Writer {
     fn run(mut self) {
         let _guard = FailQueuedOnPanic(Arc::clone(&self.shared));
         let mut buf = Vec::new();
-        while let Some(group) = self.shared.group.take_group(self.config.max_group_bytes) {
+        // A group frame's length is a u32: at most 1 GiB of payload plus
+        // one record of at most 1 GiB keeps it well below 4 GiB.
+        let max_group_bytes = self.config.max_group_bytes.min(1 << 30);
+        while let Some(group) = self.shared.group.take_group(max_group_bytes) {
             if let Err(error) = self.write_group(&group, &mut buf) {
                 self.poison(&error, group);
                 if !self.repair() {
@@ -139,7 +142,7 @@ impl Writer {
             self.next = self.next.next();
         }
         let count = u32::try_from(group.len()).unwrap_or(u32::MAX);
-        record::finish_group(buf, start, first, count);
+        record::finish_group(buf, start, first, count, self.active.salt);
         let path = &self.active.path;
         if crate::crash::due("wal-mid-group") {
             let _ = self.active.file.write_all(&buf[..buf.len() / 2]);

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::*;
 use crate::mem_storage::MemStorage;
-use crate::record::{GROUP_HEADER_LEN, RECORD_HEADER_LEN};
+use crate::record::{GROUP_HEADER_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::{Wal, WalConfig};
 
 const MEM_DIR: &str = "/wal";

@@ -357,6 +357,10 @@ fn hand_made_segment(version: u32, groups: &[&[Bytes]]) -> (Vec<u8>, Vec<usize>)
     let mut bytes = Vec::new();
     record::encode_segment_header(WalPosition(1), &mut bytes);
     bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    if version == 1 {
+        bytes.truncate(20); // no salt
+    }
+    let salt = record::segment_salt(&bytes);
     let mut starts = Vec::new();
     let mut position = WalPosition(1);
     for group in groups {
@@ -368,7 +372,7 @@ fn hand_made_segment(version: u32, groups: &[&[Bytes]]) -> (Vec<u8>, Vec<usize>)
             position = position.next();
         }
         if let Some(start) = start {
-            record::finish_group(&mut bytes, start, first, group.len() as u32);
+            record::finish_group(&mut bytes, start, first, group.len() as u32, salt);
         }
     }
     (bytes, starts)
@@ -420,7 +424,8 @@ fn a_group_whose_checksum_holds_but_whose_records_do_not_fit_is_corrupt() {
     let start = starts[0];
     let first = WalPosition(1);
     bytes.truncate(start + GROUP_HEADER_LEN + 3 * (RECORD_HEADER_LEN + 10));
-    record::finish_group(&mut bytes, start, first, 4);
+    let salt = record::segment_salt(&bytes);
+    record::finish_group(&mut bytes, start, first, 4, salt);
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join(file_name(first)), &bytes).unwrap();
     let (_, _, reason) = expect_corrupt(open(dir.path(), CorruptionPolicy::TruncateTornTail));
@@ -506,4 +511,23 @@ fn skip_corrupt_skips_a_missing_segment_and_a_damaged_sealed_tail() {
     let mut expected: Vec<u64> = (1..=written.len() as u64).collect();
     expected.retain(|p| *p != 3 && *p != 5);
     assert_eq!(kept, expected);
+}
+
+#[test]
+fn a_group_frame_inside_a_payload_never_passes_for_a_group() {
+    // A producer's bytes are stored verbatim: one that sends a complete,
+    // valid-looking group frame (of a segment with another salt) must not
+    // make a torn last group look like corruption.
+    let (fake_segment, fake_starts) = hand_made_segment(2, &[&payloads(1, 50)]);
+    let fake_group = Bytes::from(fake_segment[fake_starts[0]..].to_vec());
+    let written = [payloads(1, 10)[0].clone(), fake_group];
+    let (mut bytes, starts) = hand_made_segment(2, &[&written[..1], &written[1..]]);
+    // Tear the last group before the fake frame it carries.
+    bytes[starts[1] + GROUP_HEADER_LEN + 2] ^= 0xff;
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join(file_name(WalPosition(1)));
+    fs::write(&segment, &bytes).unwrap();
+    let (_wal, records) = open(dir.path(), CorruptionPolicy::TruncateTornTail).unwrap();
+    assert_eq!(replayed(records), numbered(1, &written[..1]));
+    assert_eq!(fs::metadata(&segment).unwrap().len(), starts[1] as u64);
 }
