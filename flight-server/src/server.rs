@@ -8,6 +8,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 use weir_provider::Catalog;
@@ -87,10 +88,20 @@ impl Server {
             )
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
         let mut until_stopped = stopped;
+        // Acks are small writes: without TCP_NODELAY each one that follows
+        // an unacknowledged segment waits for the peer's delayed ACK (40 ms
+        // on Linux).
+        let incoming = TcpListenerStream::new(listener).map(|accepted| {
+            accepted.inspect(|socket| {
+                if let Err(e) = socket.set_nodelay(true) {
+                    tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+                }
+            })
+        });
         let serving = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(flight)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     let _ = until_stopped.wait_for(|stop| *stop).await;
                 })
                 .await
