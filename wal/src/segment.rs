@@ -369,17 +369,15 @@ fn check_groups(
                     expected = next;
                     continue;
                 }
-                if !repair || follows.is_some() {
-                    let mut reason = defect.to_string();
-                    if let Some(at) = follows {
-                        reason.push_str(&format!(
-                            " (an intact group follows at byte {at}, so this is not a torn tail)"
-                        ));
-                    }
-                    return Err(corrupt(segment, offset as u64, reason));
-                }
-                cut_torn_tail(storage, segment, bytes, offset, &defect)?;
-                return Ok((offset, expected));
+                let end = TornOrCorrupt {
+                    offset,
+                    defect,
+                    follows,
+                    unit: "group",
+                };
+                return end
+                    .settle(storage, segment, bytes, repair)
+                    .map(|()| (offset, expected));
             }
         }
     }
@@ -429,37 +427,63 @@ fn check_ungrouped(
             Ok(None) => return Ok((offset, expected)),
             Err(defect) => {
                 let follows = record::find_intact_record(bytes, offset + 1, expected);
-                if !repair || follows.is_some() {
-                    let mut reason = defect.to_string();
-                    if let Some(at) = follows {
-                        reason.push_str(&format!(
-                            " (an intact record follows at byte {at}, so this is not a torn tail)"
-                        ));
-                    }
-                    return Err(corrupt(segment, offset as u64, reason));
-                }
-                cut_torn_tail(storage, segment, bytes, offset, &defect)?;
-                return Ok((offset, expected));
+                let end = TornOrCorrupt {
+                    offset,
+                    defect,
+                    follows,
+                    unit: "record",
+                };
+                return end
+                    .settle(storage, segment, bytes, repair)
+                    .map(|()| (offset, expected));
             }
         }
     }
 }
 
-fn cut_torn_tail(
-    storage: &dyn Storage,
-    segment: &SegmentMeta,
-    bytes: &[u8],
+/// Bad bytes at `offset` of a segment, and where an intact `unit` (group,
+/// or record in version 1) follows them, if one does.
+struct TornOrCorrupt {
     offset: usize,
-    defect: &Defect,
-) -> Result<()> {
-    warn!(
-        segment = %segment.path.display(),
-        offset,
-        cut_bytes = bytes.len() - offset,
-        %defect,
-        "truncating the torn tail of the newest WAL segment"
-    );
-    rewrite(storage, &segment.path, offset as u64, &[])
+    defect: Defect,
+    follows: Option<usize>,
+    unit: &'static str,
+}
+
+impl TornOrCorrupt {
+    /// Cuts the bytes off as a torn tail if `repair` allows and nothing
+    /// intact follows; otherwise [`Error::Corrupt`].
+    fn settle(
+        self,
+        storage: &dyn Storage,
+        segment: &SegmentMeta,
+        bytes: &[u8],
+        repair: bool,
+    ) -> Result<()> {
+        let TornOrCorrupt {
+            offset,
+            defect,
+            follows,
+            unit,
+        } = self;
+        if !repair || follows.is_some() {
+            let mut reason = defect.to_string();
+            if let Some(at) = follows {
+                reason.push_str(&format!(
+                    " (an intact {unit} follows at byte {at}, so this is not a torn tail)"
+                ));
+            }
+            return Err(corrupt(segment, offset as u64, reason));
+        }
+        warn!(
+            segment = %segment.path.display(),
+            offset,
+            cut_bytes = bytes.len() - offset,
+            %defect,
+            "truncating the torn tail of the newest WAL segment"
+        );
+        rewrite(storage, &segment.path, offset as u64, &[])
+    }
 }
 
 /// Cuts the file at `path` to `len` bytes, appends `tail` and fsyncs.
