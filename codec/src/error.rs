@@ -180,6 +180,28 @@ impl Error {
         matches!(self, Error::LimitExceeded { .. })
     }
 
+    /// The kind of schema mismatch, as the Zerobus protocol names it
+    /// (`FIELD_NOT_IN_TABLE`, `MISSING_REQUIRED_COLUMN`,
+    /// `TYPE_INCOMPATIBLE`); `None` for errors that are not about the
+    /// schema.
+    pub fn schema_cause(&self) -> Option<&'static str> {
+        match self {
+            Error::UnknownColumn { .. } => Some("FIELD_NOT_IN_TABLE"),
+            Error::MissingColumn { .. } => Some("MISSING_REQUIRED_COLUMN"),
+            Error::IncompatibleType { .. } => Some("TYPE_INCOMPATIBLE"),
+            Error::IncompatibleField { reason, .. } => {
+                Some(if reason == crate::protobuf::NO_SUCH_COLUMN {
+                    "FIELD_NOT_IN_TABLE"
+                } else if reason == crate::protobuf::NO_SUCH_FIELD {
+                    "MISSING_REQUIRED_COLUMN"
+                } else {
+                    "TYPE_INCOMPATIBLE"
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The index of the bad record, for record errors.
     pub fn record_index(&self) -> Option<usize> {
         match self {

@@ -25,6 +25,23 @@
 //! all_tails_budget_bytes = 2147483648
 //! query_memory_bytes = 10307921510   # default: 40% of physical memory
 //! query_memory_per_query_bytes = 5153960755   # default: half of the above
+//!
+//! [auth]                     # with no clients, weir runs open (loopback only)
+//! token_listen = "127.0.0.1:50052"   # default: the gRPC port + 1
+//! token_ttl_secs = 3600
+//! # signing_key_file = "./weir-data/token-signing-key"   # the default; made on first start
+//! # allow_unauthenticated = false
+//!
+//! [[auth.clients]]
+//! id = "producer-1"
+//! secret_sha256 = "..."      # weir hash-secret <secret>
+//! write = ["sensors"]        # or "main.telemetry.sensors", or "*"
+//! read = ["*"]
+//! ddl = false
+//!
+//! [tls]
+//! cert_file = "server.pem"
+//! key_file = "server.key"
 //! ```
 
 use std::net::SocketAddr;
@@ -38,6 +55,8 @@ use weir_provider::TableConfig;
 use weir_sql::QueryConfig;
 use weir_wal::WalConfig;
 
+use crate::auth::AuthSection;
+use crate::tls::TlsSection;
 use crate::{Error, Result};
 
 /// Everything the server needs to start.
@@ -57,6 +76,10 @@ pub struct Config {
     pub commit: CommitSection,
     /// What requests, streams, tails and queries may cost.
     pub limits: LimitsSection,
+    /// Clients, tokens and the token endpoint (see [`crate::auth`]).
+    pub auth: AuthSection,
+    /// TLS for the gRPC port and the token endpoint.
+    pub tls: TlsSection,
 }
 
 /// `[wal]` in the config file.
@@ -201,6 +224,8 @@ impl Default for Config {
             wal: WalSection::default(),
             commit: CommitSection::default(),
             limits: LimitsSection::default(),
+            auth: AuthSection::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -257,6 +282,8 @@ impl Config {
                 query_memory_per_query_bytes: Some(128 << 20),
                 ..LimitsSection::from_parts(&Limits::default(), &TableConfig::for_tests())
             },
+            auth: AuthSection::default(),
+            tls: TlsSection::default(),
         }
     }
 

@@ -7,9 +7,11 @@
 //! `INTERNAL` and logged with its cause. Every message is cut to
 //! [`MAX_STATUS_MESSAGE_BYTES`] so that it fits any client's trailer limit.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 use weir_codec::EchoText;
 
 /// The most bytes of an error message sent in a status (gRPC clients
@@ -93,6 +95,18 @@ pub enum Error {
         EchoText(.stream)
     )]
     StreamBusy { stream: String },
+    /// No valid credentials.
+    #[error("unauthenticated: {}", EchoText(.0))]
+    Unauthenticated(String),
+    /// Valid credentials that do not cover the request.
+    #[error("permission denied: {}", EchoText(.0))]
+    PermissionDenied(String),
+    /// A persistent stream id that names no stream weir can resume.
+    #[error("no stream {}: {reason}", EchoText(.stream))]
+    StreamNotFound {
+        stream: String,
+        reason: &'static str,
+    },
     /// One batch of a stream was rejected.
     #[error("batch offset_id {offset}: {source}")]
     Batch {
@@ -141,7 +155,35 @@ impl From<Error> for Status {
         if let Error::Upstream(status) = e {
             return status;
         }
-        Status::new(code, cut(e.to_string()))
+        let message = cut(e.to_string());
+        match schema_cause(&e) {
+            // The detail the Zerobus SDKs turn into a typed schema error.
+            Some(cause) => Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(
+                    SCHEMA_VALIDATION_REASON,
+                    SCHEMA_VALIDATION_DOMAIN,
+                    HashMap::from([("causes".to_string(), cause.to_string())]),
+                ),
+            ),
+            None => Status::new(code, message),
+        }
+    }
+}
+
+/// The `google.rpc.ErrorInfo` of a schema mismatch, as the Zerobus
+/// protocol defines it.
+pub const SCHEMA_VALIDATION_REASON: &str = "SCHEMA_VALIDATION_FAILED";
+pub const SCHEMA_VALIDATION_DOMAIN: &str = "zerobus.databricks.com";
+
+/// How the input does not fit the table's schema, if that is the error.
+fn schema_cause(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::Input(e) => e.schema_cause(),
+        Error::Table(weir_provider::Error::Rows { source, .. }) => source.schema_cause(),
+        Error::Batch { source, .. } => schema_cause(source),
+        _ => None,
     }
 }
 
@@ -163,6 +205,9 @@ fn code_of(e: &Error) -> Code {
         Error::OutOfOrder { .. } => Code::OutOfRange,
         Error::ShuttingDown | Error::StreamBusy { .. } => Code::Unavailable,
         Error::TakenOver { .. } => Code::Aborted,
+        Error::StreamNotFound { .. } => Code::NotFound,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::Batch { source, .. } => code_of(source),
         Error::Table(e) => table_code(e),
         Error::Sql(e) => sql_code(e),
@@ -218,6 +263,7 @@ fn sql_code(e: &weir_sql::Error) -> Code {
     match e {
         E::Table(e) => table_code(e),
         E::Unsupported(_) => Code::InvalidArgument,
+        E::Denied(_) => Code::PermissionDenied,
         E::DataFusion(_) if e.is_resources_exhausted() => Code::ResourceExhausted,
         E::DataFusion(_) if e.is_caller_fault() => Code::InvalidArgument,
         E::DataFusion(_) | E::Server(_) | E::Io(_) => Code::Internal,

@@ -1,82 +1,131 @@
-//! Arrow Flight `DoPut` ingest.
+//! The ingest layer every producer protocol shares: Arrow Flight `DoPut`
+//! ([`crate::doput`]) and the Zerobus service ([`crate::zerobus`]) are
+//! adapters over it.
 //!
-//! The convention (shared with the Zerobus SDKs' Arrow path, so those SDKs
-//! and plain `pyarrow.flight` both work):
+//! An adapter opens a stream ([`Ingest::open_slot`], a table by
+//! [`table_name`], a [`Session`]), then hands the layer its requests (a
+//! [`Requests`]) and the way its protocol says things (a [`Protocol`]).
+//! [`Ingest::run`] does the rest, the same for every protocol:
 //!
-//! 1. The table is named by the `x-databricks-zerobus-table-name` header or
-//!    by the descriptor path (`FlightDescriptor::new_path(["sensors"])`). A
-//!    dotted name (`catalog.schema.table`) resolves to its last part.
-//! 2. The first message carries the batch schema. It is checked against the
-//!    table at once; then the server sends the ready ack
-//!    `{"ack_up_to_offset": -1, "ack_up_to_records": 0}`.
-//! 3. Each batch carries `app_metadata` `{"offset_id": n}`, numbered 0, 1, 2,
-//!    ... per stream. A batch without it gets the next number. Any other
-//!    number is OUT_OF_RANGE.
-//! 4. Once a batch is in the WAL and fsynced, the server acks it with
-//!    `{"ack_up_to_offset": n, "ack_up_to_records": r}`: every batch up to
-//!    `n` (and `r` rows in all, on this connection) is durable and visible
-//!    to SQL.
-//! 5. A stream may be named with the `x-weir-stream-name` header. Its
-//!    offsets then go on across connections: the ready ack carries the
-//!    stream's last durable offset instead of -1, batches at or below it
-//!    are acked again without being written, and the next one must follow
-//!    it (see [`crate::session`]). An anonymous stream starts at 0 on every
-//!    connection, so a resend after a failure is at-least-once.
-//!
-//! Protobuf and JSON records use the same stream with a records header in
-//! the first message instead of a schema: see [`crate::records`].
-//!
-//! A bad batch ends the stream with an error naming the problem; nothing of
-//! it is written, and what came before it is acked first. While a table's
-//! tail (or all tails together) is over its memory budget the stream is not
-//! read, so gRPC flow control pushes back on the producer.
-//!
-//! Every request is checked against the [`Limits`] before it is decoded or
-//! cast (see [`weir_codec::limits`]), and at most `limits.max_streams`
-//! streams are open at once. A stream never ends with OK while a request it
-//! sent is unacknowledged: it ends with OK only after the producer finished
-//! and everything is acked, and with an error otherwise (even if its task
-//! failed unexpectedly).
+//! - **Sequencing.** Each request has an offset, the next one when the
+//!   protocol leaves it out; the session admits it (in order, resends of a
+//!   named stream acknowledged without being written; see
+//!   [`crate::session`]).
+//! - **All or nothing.** A request is decoded and checked against the table
+//!   before anything of it is written. A bad request ends the stream with
+//!   an error naming its offset; nothing of it lands, and what came before
+//!   it is acknowledged first.
+//! - **Acks.** Once a request is in the WAL and fsynced, the layer acks it:
+//!   cumulative, in stream order, never beyond what was received.
+//! - **Back-pressure.** While a table's tail (or all tails together) is
+//!   over its memory budget the stream is not read, so the transport's flow
+//!   control pushes back on the producer; at most [`MAX_UNACKED`] requests
+//!   wait for durability per stream.
+//! - **Ending.** A stream ends with OK only after the producer finished and
+//!   everything is acked, and with an error otherwise, even if its task
+//!   failed unexpectedly: a producer takes OK as "all done".
+//! - **Drain.** When the server shuts down, each stream is told it will be
+//!   closed ([`Protocol::closing`]), keeps being read and acked for
+//!   [`DRAIN_GRACE`], and then ends with UNAVAILABLE: the producer moves to
+//!   a new stream and resends what was not acknowledged.
+//! - **Takeover.** A named stream taken over by a newer connection stops
+//!   reading, acks what became durable and ends with ABORTED.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow_flight::PutResult;
-use arrow_flight::sql::server::PeekableFlightDataStream;
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Status};
+use tonic::Status;
 use tracing::error;
 use weir_codec::Limits;
-use weir_codec::ipc_stream::{IpcMessage, IpcStreamDecoder};
 use weir_provider::{Catalog, StreamName, Table};
 use weir_wal::PendingAppend;
 
-use crate::records::{RecordDecoder, RecordsHeader};
+use crate::auth::{Auth, Principal};
 use crate::session::{Admit, Durability, Session, Sessions};
 use crate::{Error, Result};
 
-/// The header naming the table, as the Zerobus SDKs send it.
-pub const TABLE_HEADER: &str = "x-databricks-zerobus-table-name";
+/// Requests accepted but not yet acked, per stream.
+pub const MAX_UNACKED: usize = 1024;
 
-/// The header naming a resumable stream.
-pub const STREAM_NAME_HEADER: &str = "x-weir-stream-name";
+/// How long a stream is still read and acked after the server said it
+/// will close it.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-/// Batches accepted but not yet acked, per stream.
-const MAX_UNACKED: usize = 1024;
+/// The replies of one stream, as its protocol's messages.
+pub type Replies<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send + 'static>>;
 
-/// The response stream of `DoPut`.
-pub type AckStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send + 'static>>;
+/// The weir table a producer's table name means: the last part of a
+/// dotted name (`catalog.schema.table` is `table`), lower-cased. The same
+/// rule on every ingest path.
+pub fn table_name(name: &str) -> Result<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(Error::BadRequest(format!(
+            "table name {:?} is not of the form table, schema.table or catalog.schema.table",
+            weir_codec::prefix(name, 300)
+        )));
+    }
+    Ok(parts[parts.len() - 1].to_ascii_lowercase())
+}
 
-/// What every ingest stream shares: the tables, the limits and the count of
-/// open streams.
+/// One request of a stream, as its adapter read it.
+#[derive(Debug)]
+pub struct Incoming<P> {
+    /// The offset the producer gave it; `None`: the next.
+    pub offset: Option<i64>,
+    pub payload: P,
+}
+
+/// A request's rows, in the table's schema.
+#[derive(Debug)]
+pub struct Rows {
+    pub batch: RecordBatch,
+    /// Bytes of the request that the rows keep alive beyond their own
+    /// arrays (an Arrow batch's arrays share the request's body); the tail
+    /// is charged for them.
+    pub retained: usize,
+}
+
+/// A stream's requests, read and decoded by a protocol adapter.
+pub trait Requests: Send + 'static {
+    /// A request as read, before it is checked against the table.
+    type Payload: Send + 'static;
+
+    /// The next request; `None` once the producer finished.
+    fn next(&mut self) -> impl Future<Output = Result<Option<Incoming<Self::Payload>>>> + Send;
+
+    /// Turns a payload into rows of `table`, checked against `limits`.
+    fn rows(&self, table: &Table, limits: &Limits, payload: Self::Payload) -> Result<Rows>;
+}
+
+/// How a protocol says what the layer tells its producer.
+pub trait Protocol: Send + Sync + 'static {
+    type Message: Send + 'static;
+
+    /// Every request up to `offset` is durable; `records` rows in all on
+    /// this connection.
+    fn ack(&self, offset: i64, records: i64) -> Self::Message;
+
+    /// The server will end the stream after `grace`: move to a new one.
+    /// `offset` and `records` are the last ack's, for protocols that say
+    /// it in the same message.
+    fn closing(&self, grace: Duration, offset: i64, records: i64) -> Self::Message;
+}
+
+/// What every ingest stream shares: the tables, the limits, the named
+/// streams' sessions and the count of open streams.
 #[derive(Debug, Clone)]
 pub struct Ingest {
     catalog: Arc<Catalog>,
+    auth: Option<Arc<Auth>>,
     limits: Limits,
     streams: Arc<StreamCount>,
     sessions: Arc<Sessions>,
@@ -92,7 +141,7 @@ struct StreamCount {
 
 /// One open stream; gives its place back when dropped.
 #[derive(Debug)]
-struct StreamSlot(Arc<StreamCount>);
+pub struct StreamSlot(Arc<StreamCount>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
@@ -101,15 +150,17 @@ impl Drop for StreamSlot {
 }
 
 impl Ingest {
-    /// Ingest into `catalog`; streams end when `shutdown` turns true.
+    /// Ingest into `catalog`; streams drain when `shutdown` turns true.
     pub fn new(
         catalog: Arc<Catalog>,
+        auth: Option<Arc<Auth>>,
         limits: Limits,
         max_streams: usize,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             catalog,
+            auth,
             limits,
             streams: Arc::new(StreamCount {
                 open: AtomicUsize::new(0),
@@ -125,7 +176,20 @@ impl Ingest {
         self.streams.open.load(Ordering::Acquire)
     }
 
-    fn open_slot(&self) -> Result<StreamSlot> {
+    /// Who a call is from (see [`crate::auth`]): UNAUTHENTICATED without
+    /// a valid token when authentication is on.
+    pub fn principal(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Principal> {
+        crate::auth::principal(self.auth.as_deref(), metadata)
+    }
+
+    /// The request limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Takes one of the `limits.max_streams` places, for as long as the
+    /// slot lives.
+    pub fn open_slot(&self) -> Result<StreamSlot> {
         let limit = self.streams.limit;
         self.streams
             .open
@@ -136,94 +200,51 @@ impl Ingest {
             .map_err(|open| Error::TooManyStreams { open, limit })
     }
 
-    /// Serves one `DoPut` stream.
-    pub async fn do_put(&self, request: Request<PeekableFlightDataStream>) -> Result<AckStream> {
-        let slot = self.open_slot()?;
-        let header_value = |name: &str| {
-            request
-                .metadata()
-                .get(name)
-                .map(|v| v.to_str().map(str::to_string))
-        };
-        let header = header_value(TABLE_HEADER).and_then(|v| v.ok());
-        let stream_name = match header_value(STREAM_NAME_HEADER) {
-            None => None,
-            Some(Ok(name)) => {
-                Some(StreamName::parse(&name).map_err(|e| Error::BadRequest(e.to_string()))?)
-            }
-            Some(Err(_)) => {
-                return Err(Error::BadRequest(format!(
-                    "the {STREAM_NAME_HEADER} header must be printable ASCII"
-                )));
-            }
-        };
-        let mut input = request.into_inner();
-        let descriptor_path = match input.peek().await {
-            Some(Ok(first)) => first
-                .flight_descriptor
-                .as_ref()
-                .and_then(|d| d.path.last().cloned()),
-            Some(Err(status)) => return Err(Error::from_input(status.clone())),
-            None => return Err(Error::BadRequest("empty DoPut stream".into())),
-        };
-        let name = header.or(descriptor_path).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "no table named: set the descriptor path or the {TABLE_HEADER} header"
-            ))
-        })?;
-        let name = name.rsplit('.').next().unwrap_or(&name).to_string();
-        let table = self.catalog.table(&name)?;
+    /// The table a producer's name means (see [`table_name`]).
+    pub fn table(&self, name: &str) -> Result<Arc<Table>> {
+        Ok(self.catalog.table(&table_name(name)?)?)
+    }
 
-        let first_metadata = match input.peek().await {
-            Some(Ok(first)) => first.app_metadata.clone(),
-            _ => bytes::Bytes::new(),
-        };
-        let source = match RecordsHeader::parse(&first_metadata)? {
-            Some(header) => {
-                let decoder = header.decoder(&table, self.limits)?;
-                let _header_message = input.next().await;
-                Source::Records { input, decoder }
-            }
-            None => {
-                let mut decoder = IpcStreamDecoder::new(self.limits);
-                let first = match input.next().await {
-                    Some(Ok(first)) => first,
-                    Some(Err(status)) => return Err(Error::from_input(status)),
-                    None => return Err(Error::BadRequest("empty DoPut stream".into())),
-                };
-                match decoder.decode(&first.data_header, first.data_body)? {
-                    IpcMessage::Schema(schema) => {
-                        table.conform(&RecordBatch::new_empty(schema), &self.limits)?;
-                    }
-                    _ => {
-                        return Err(Error::BadRequest(
-                            "the first DoPut message must carry the schema or a records header"
-                                .into(),
-                        ));
-                    }
-                }
-                Source::Arrow { input, decoder }
-            }
-        };
+    /// Opens a session of the stream `name` (anonymous if `None`).
+    pub async fn open_session(
+        &self,
+        table: Arc<Table>,
+        name: Option<StreamName>,
+    ) -> Result<Session> {
+        self.sessions.open(table, name).await
+    }
 
-        let session = self.sessions.open(table, stream_name).await?;
+    /// Runs a stream: sends `opening` (the protocol's first replies), then
+    /// reads, writes and acks `requests` until the producer finishes or
+    /// the stream fails; see the module docs.
+    pub async fn run<R: Requests, P: Protocol>(
+        &self,
+        slot: StreamSlot,
+        session: Session,
+        requests: R,
+        protocol: P,
+        opening: Vec<P::Message>,
+    ) -> Result<Replies<P::Message>> {
         let (acks, ack_rx) = mpsc::channel(64);
-        acks.send(Ok(ack(session.resumed_at(), 0)))
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
+        for message in opening {
+            acks.send(Ok(message))
+                .await
+                .map_err(|_| Error::ShuttingDown)?;
+        }
         let last_words = acks.clone();
         // How the stream ends when its final status could not go through
         // `acks` (a taken-over stream stops waiting for its reader): after
         // the acks, never an OK in its place.
         let (ending, ending_rx) = oneshot::channel::<Status>();
-        let task = tokio::spawn(ingest(
+        let stream = StreamTask {
             session,
-            source,
-            (acks, ending),
-            self.shutdown.clone(),
-            self.limits,
-            slot,
-        ));
+            requests,
+            protocol: Arc::new(protocol),
+            limits: self.limits,
+            shutdown: self.shutdown.clone(),
+            _slot: slot,
+        };
+        let task = tokio::spawn(stream.run((acks, ending)));
         // A task that fails unexpectedly must not end the stream with OK:
         // the producer would take that as "all done".
         tokio::spawn(async move {
@@ -243,85 +264,7 @@ impl Ingest {
     }
 }
 
-/// Where a stream's requests come from.
-enum Source {
-    /// Arrow IPC messages.
-    Arrow {
-        input: PeekableFlightDataStream,
-        decoder: IpcStreamDecoder,
-    },
-    /// Protobuf or JSON records in message bodies (see [`crate::records`]).
-    Records {
-        input: PeekableFlightDataStream,
-        decoder: RecordDecoder,
-    },
-}
-
-/// One request, not yet checked against the table.
-enum Payload {
-    /// A decoded Arrow batch, and the size of the body its arrays share.
-    Batch {
-        batch: RecordBatch,
-        body_bytes: usize,
-    },
-    /// A record batch message the decoder refused: the error is reported
-    /// as this request's, naming its offset.
-    Refused(Error),
-    /// Protobuf or JSON records.
-    Records(bytes::Bytes),
-}
-
-impl Source {
-    /// The next request's `app_metadata` and payload; `None` at the end.
-    async fn next(&mut self) -> Result<Option<(bytes::Bytes, Payload)>> {
-        match self {
-            Source::Arrow { input, decoder } => loop {
-                let data = match input.next().await {
-                    None => return Ok(None),
-                    Some(Err(status)) => return Err(Error::from_input(status)),
-                    Some(Ok(data)) => data,
-                };
-                let body_bytes = data.data_body.len();
-                let payload = match decoder.decode(&data.data_header, data.data_body) {
-                    Ok(IpcMessage::Batch(batch)) => Payload::Batch { batch, body_bytes },
-                    Ok(IpcMessage::Dictionary | IpcMessage::None) => continue,
-                    Ok(IpcMessage::Schema(_)) => {
-                        return Err(Error::Internal(
-                            "the decoder accepted a second schema".into(),
-                        ));
-                    }
-                    // Only on failure: is this a request (named by its
-                    // offset) or a schema or dictionary message?
-                    Err(e) if IpcStreamDecoder::is_record_batch(&data.data_header) => {
-                        Payload::Refused(e.into())
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                return Ok(Some((data.app_metadata, payload)));
-            },
-            Source::Records { input, .. } => match input.next().await {
-                None => Ok(None),
-                Some(Err(status)) => Err(Error::from_input(status)),
-                Some(Ok(data)) => Ok(Some((data.app_metadata, Payload::Records(data.data_body)))),
-            },
-        }
-    }
-
-    /// Turns a payload into rows of the table's schema.
-    fn rows(&self, table: &Table, limits: &Limits, payload: Payload) -> Result<RecordBatch> {
-        match (self, payload) {
-            (_, Payload::Batch { batch, .. }) => Ok(table.conform(&batch, limits)?),
-            (_, Payload::Refused(e)) => Err(e),
-            (Source::Records { decoder, .. }, Payload::Records(body)) => {
-                decoder.decode(table, &body)
-            }
-            (Source::Arrow { .. }, Payload::Records(_)) => Err(Error::Internal(
-                "an Arrow stream produced a records payload".into(),
-            )),
-        }
-    }
-}
-
+/// What the acker sends, in stream order.
 enum Step {
     Append {
         pending: PendingAppend,
@@ -333,103 +276,140 @@ enum Step {
         offset: i64,
         records: i64,
     },
+    /// The server will end the stream after this long.
+    Closing(Duration),
     Fail(Status),
 }
 
-/// Reads requests, writes them, and hands their durability to the acker.
-async fn ingest(
-    mut session: Session,
-    mut source: Source,
-    acks: (
-        mpsc::Sender<Result<PutResult, Status>>,
-        oneshot::Sender<Status>,
-    ),
-    mut shutdown: watch::Receiver<bool>,
+type AckSender<M> = (mpsc::Sender<Result<M, Status>>, oneshot::Sender<Status>);
+
+/// The last ack sent: its offset and the rows up to it on this connection.
+#[derive(Debug, Clone, Copy)]
+struct LastAck {
+    offset: i64,
+    records: i64,
+}
+
+struct StreamTask<R, P> {
+    session: Session,
+    requests: R,
+    protocol: Arc<P>,
     limits: Limits,
+    shutdown: watch::Receiver<bool>,
     _slot: StreamSlot,
-) {
-    let table = Arc::clone(session.table());
-    let name = session.name().cloned();
-    let (steps, step_rx) = mpsc::channel(MAX_UNACKED);
-    let acker = tokio::spawn(acknowledge(step_rx, acks, session.durability()));
-    let mut records = 0i64;
-    let outcome: Result<()> = loop {
+}
+
+impl<R: Requests, P: Protocol> StreamTask<R, P> {
+    /// Reads requests, writes them, and hands their durability to the
+    /// acker.
+    async fn run(mut self, acks: AckSender<P::Message>) {
+        let table = Arc::clone(self.session.table());
+        let name = self.session.name().cloned();
+        let (steps, step_rx) = mpsc::channel(MAX_UNACKED);
+        let ready = LastAck {
+            offset: self.session.resumed_at(),
+            records: 0,
+        };
+        let acker = tokio::spawn(acknowledge(
+            step_rx,
+            acks,
+            self.session.durability(),
+            (Arc::clone(&self.protocol), ready),
+        ));
         let taken_over = || Error::TakenOver {
             stream: name.as_ref().map(ToString::to_string).unwrap_or_default(),
         };
-        let request = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
-            _ = session.taken_over() => break Err(taken_over()),
-            request = async {
-                table.wait_for_room().await?;
-                source.next().await
-            } => request,
-        };
-        let (app_metadata, payload) = match request {
-            Ok(Some(request)) => request,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        };
-        let offset = match offset_of(&app_metadata).and_then(|o| session.admit(o)) {
-            Ok(Admit::Write(offset)) => offset,
-            Ok(Admit::Duplicate(offset)) => {
-                if steps
-                    .send(Step::Duplicate { offset, records })
-                    .await
-                    .is_err()
-                {
-                    return;
+        let mut records = 0i64;
+        // Once the server shuts down: when the stream ends.
+        let mut deadline: Option<Instant> = None;
+        let outcome: Result<()> = loop {
+            let drained = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-                continue;
+            };
+            let shutting_down = async {
+                if deadline.is_some() {
+                    return std::future::pending().await;
+                }
+                let _ = self.shutdown.wait_for(|stop| *stop).await;
+            };
+            let request = tokio::select! {
+                biased;
+                _ = drained => break Err(Error::ShuttingDown),
+                _ = shutting_down => {
+                    deadline = Some(Instant::now() + DRAIN_GRACE);
+                    if steps.send(Step::Closing(DRAIN_GRACE)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                _ = self.session.taken_over() => break Err(taken_over()),
+                request = async {
+                    table.wait_for_room().await?;
+                    self.requests.next().await
+                } => request,
+            };
+            let Incoming { offset, payload } = match request {
+                Ok(Some(request)) => request,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            let offset = match self.session.admit(offset) {
+                Ok(Admit::Write(offset)) => offset,
+                Ok(Admit::Duplicate(offset)) => {
+                    if steps
+                        .send(Step::Duplicate { offset, records })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => break Err(e),
+            };
+            let appended = match self.requests.rows(&table, &self.limits, payload) {
+                Ok(Rows { batch, retained }) => {
+                    let rows = batch.num_rows() as i64;
+                    let enqueued = tokio::select! {
+                        biased;
+                        _ = self.session.taken_over() => break Err(taken_over()),
+                        enqueued = table.enqueue_unsynced(
+                            name.as_ref(), offset, batch, retained,
+                            Some(self.session.wal_epoch()),
+                        ) => enqueued,
+                    };
+                    enqueued.map(|pending| (pending, rows)).map_err(Error::from)
+                }
+                Err(e) => Err(e),
+            };
+            let (pending, rows) = match appended {
+                Ok(done) => done,
+                Err(e) => {
+                    break Err(Error::Batch {
+                        offset,
+                        source: Box::new(e),
+                    });
+                }
+            };
+            records += rows;
+            let step = Step::Append {
+                pending,
+                offset,
+                records,
+            };
+            if steps.send(step).await.is_err() {
+                return;
             }
-            Err(e) => break Err(e),
         };
-        // An Arrow batch's arrays share the request's body: the tail is
-        // charged for all of it.
-        let retained = match &payload {
-            Payload::Batch { body_bytes, .. } => *body_bytes,
-            Payload::Refused(_) | Payload::Records(_) => 0,
-        };
-        let appended = match source.rows(&table, &limits, payload) {
-            Ok(batch) => {
-                let rows = batch.num_rows() as i64;
-                let enqueued = tokio::select! {
-                    biased;
-                    _ = shutdown.wait_for(|stop| *stop) => break Err(Error::ShuttingDown),
-                    _ = session.taken_over() => break Err(taken_over()),
-                    enqueued = table.enqueue_unsynced(
-                        name.as_ref(), offset, batch, retained, Some(session.wal_epoch()),
-                    ) => enqueued,
-                };
-                enqueued.map(|pending| (pending, rows)).map_err(Error::from)
-            }
-            Err(e) => Err(e),
-        };
-        let (pending, rows) = match appended {
-            Ok(done) => done,
-            Err(e) => {
-                break Err(Error::Batch {
-                    offset,
-                    source: Box::new(e),
-                });
-            }
-        };
-        records += rows;
-        let step = Step::Append {
-            pending,
-            offset,
-            records,
-        };
-        if steps.send(step).await.is_err() {
-            return;
+        if let Err(e) = outcome {
+            let _ = steps.send(Step::Fail(e.into())).await;
         }
-    };
-    if let Err(e) = outcome {
-        let _ = steps.send(Step::Fail(e.into())).await;
+        drop(steps);
+        let _ = acker.await;
     }
-    drop(steps);
-    let _ = acker.await;
 }
 
 /// Awaits durability in stream order, records it, and sends cumulative
@@ -437,13 +417,11 @@ async fn ingest(
 /// durable (the newer connection resumes after it) but stops waiting for
 /// the producer to read (it may be gone without the server knowing): the
 /// stream then ends with its acks so far and ABORTED, through `ending`.
-async fn acknowledge(
+async fn acknowledge<P: Protocol>(
     mut steps: mpsc::Receiver<Step>,
-    (acks, ending): (
-        mpsc::Sender<Result<PutResult, Status>>,
-        oneshot::Sender<Status>,
-    ),
+    (acks, ending): AckSender<P::Message>,
     durability: Durability,
+    (protocol, mut last_ack): (Arc<P>, LastAck),
 ) {
     let mut sending = true;
     let mut unsent: Option<Status> = None;
@@ -456,11 +434,16 @@ async fn acknowledge(
             } => match pending.await {
                 Ok(_) => {
                     durability.durable(offset);
-                    Ok(ack(offset, records))
+                    last_ack = LastAck { offset, records };
+                    Ok(protocol.ack(offset, records))
                 }
                 Err(e) => Err(Status::from(Error::Wal(e))),
             },
-            Step::Duplicate { offset, records } => Ok(ack(offset, records)),
+            Step::Duplicate { offset, records } => {
+                last_ack = LastAck { offset, records };
+                Ok(protocol.ack(offset, records))
+            }
+            Step::Closing(grace) => Ok(protocol.closing(grace, last_ack.offset, last_ack.records)),
             Step::Fail(status) => Err(status),
         };
         let last = reply.is_err();
@@ -486,54 +469,18 @@ async fn acknowledge(
     }
 }
 
-fn ack(offset: i64, records: i64) -> PutResult {
-    let json = serde_json::json!({
-        "ack_up_to_offset": offset,
-        "ack_up_to_records": records,
-    });
-    PutResult {
-        app_metadata: json.to_string().into(),
-    }
-}
-
-#[derive(Deserialize)]
-struct BatchMetadata {
-    offset_id: i64,
-}
-
-/// The batch's `offset_id`; `None` when it has no metadata.
-fn offset_of(app_metadata: &[u8]) -> Result<Option<i64>> {
-    if app_metadata.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_slice::<BatchMetadata>(app_metadata)
-        .map(|m| Some(m.offset_id))
-        .map_err(|e| {
-            Error::BadRequest(format!(
-                "batch app_metadata must be JSON {{\"offset_id\": n}}: {e}"
-            ))
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn offsets_come_from_metadata_or_count_up() {
-        assert_eq!(offset_of(b"").unwrap(), None);
-        assert_eq!(offset_of(br#"{"offset_id": 9}"#).unwrap(), Some(9));
-        let err = offset_of(b"{}").unwrap_err().to_string();
-        assert!(err.contains("offset_id"), "{err}");
-    }
-
-    #[test]
-    fn acks_are_the_zerobus_json() {
-        let ack = ack(3, 120);
-        let json: serde_json::Value = serde_json::from_slice(&ack.app_metadata).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"ack_up_to_offset": 3, "ack_up_to_records": 120})
-        );
+    fn table_names_map_by_their_last_part() {
+        assert_eq!(table_name("sensors").unwrap(), "sensors");
+        assert_eq!(table_name("main.telemetry.Sensors").unwrap(), "sensors");
+        assert_eq!(table_name("telemetry.sensors").unwrap(), "sensors");
+        for bad in ["", "a..b", "a.b.c.d", "sensors."] {
+            let err = table_name(bad).unwrap_err().to_string();
+            assert!(err.contains("catalog.schema.table"), "{bad}: {err}");
+        }
     }
 }

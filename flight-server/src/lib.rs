@@ -5,7 +5,10 @@
 //! - [`Server`]: starts everything ([`Server::start`]) and stops it cleanly
 //!   ([`Server::shutdown`]): stop accepting, ack what is durable, commit
 //!   every tail to Delta.
-//! - [`ingest`]: the `DoPut` convention and its acks.
+//! - [`ingest`]: the ingest layer every producer protocol shares
+//!   (sequencing, acks, back-pressure, drain), with its adapters
+//!   [`doput`] (Arrow Flight `DoPut`) and [`zerobus`] (the Zerobus SDKs'
+//!   service); [`session`]: named, resumable streams.
 //! - [`WeirService`]: the Flight/FlightSQL service.
 //! - [`node`]: the data directory's lock and the node id.
 //!
@@ -21,7 +24,9 @@
 //! # }
 //! ```
 
+pub mod auth;
 mod config;
+pub mod doput;
 mod error;
 pub mod ingest;
 pub mod node;
@@ -29,6 +34,9 @@ pub mod records;
 mod server;
 mod service;
 pub mod session;
+pub mod tls;
+pub mod token_endpoint;
+pub mod zerobus;
 
 pub use config::{CommitSection, Config, Corruption, LimitsSection, WalSection};
 pub use error::{Error, Result};

@@ -36,6 +36,16 @@ enum Command {
         /// A TOML config file for everything else.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve without authentication on an address other than loopback
+        /// (`auth.allow_unauthenticated`).
+        #[arg(long)]
+        allow_unauthenticated: bool,
+    },
+    /// Print the SHA-256 of a client secret, as `[[auth.clients]]
+    /// secret_sha256` holds it.
+    HashSecret {
+        /// The secret (random, e.g. `openssl rand -hex 32`).
+        secret: String,
     },
     /// Run SQL against a node: interactive, or with -c / -f.
     Sql {
@@ -76,7 +86,12 @@ fn main() -> ExitCode {
                 data_dir,
                 storage,
                 config,
-            } => serve(listen, data_dir, storage, config).await,
+                allow_unauthenticated,
+            } => serve(listen, data_dir, storage, config, allow_unauthenticated).await,
+            Command::HashSecret { secret } => {
+                println!("{}", weir_flight_server::auth::hash_secret(&secret));
+                ExitCode::SUCCESS
+            }
             Command::Sql {
                 server,
                 command,
@@ -109,6 +124,7 @@ async fn serve(
     data_dir: Option<PathBuf>,
     storage: Option<String>,
     config_file: Option<PathBuf>,
+    allow_unauthenticated: bool,
 ) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -136,6 +152,7 @@ async fn serve(
     if storage.is_some() {
         config.storage = storage;
     }
+    config.auth.allow_unauthenticated |= allow_unauthenticated;
     let server = match Server::start(config).await {
         Ok(server) => server,
         Err(e) => {

@@ -31,8 +31,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use weir_codec::json::decode_json;
 use weir_codec::protobuf::{
-    ProtoDecoder, descriptor_from_descriptor_proto, descriptor_from_file_descriptor_set,
-    descriptor_from_proto_source,
+    MessageDescriptor, ProtoDecoder, descriptor_from_descriptor_proto,
+    descriptor_from_file_descriptor_set, descriptor_from_proto_source,
 };
 use weir_codec::{Limits, RowWidths};
 use weir_provider::Table;
@@ -92,79 +92,126 @@ impl RecordsHeader {
 
     /// Builds the decoder for `table`, checking the descriptor against it.
     pub fn decoder(&self, table: &Table, limits: Limits) -> Result<RecordDecoder> {
+        match self.format {
+            Format::Json => Ok(RecordDecoder::json(table, limits)),
+            Format::Protobuf => RecordDecoder::protobuf(table, self.descriptor(table)?, limits),
+        }
+    }
+
+    fn descriptor(&self, table: &Table) -> Result<MessageDescriptor> {
+        match (
+            &self.descriptor_proto,
+            &self.file_descriptor_set,
+            &self.proto,
+            &self.message,
+        ) {
+            (Some(bytes), None, None, _) => {
+                descriptor_from_descriptor_proto(&base64_field("descriptor_proto", bytes)?)
+            }
+            (None, Some(bytes), None, Some(message)) => descriptor_from_file_descriptor_set(
+                &base64_field("file_descriptor_set", bytes)?,
+                message,
+            ),
+            (None, None, Some(source), Some(message)) => {
+                descriptor_from_proto_source(source, message)
+            }
+            _ => {
+                return Err(Error::BadRequest(
+                    "a protobuf records header needs exactly one of descriptor_proto, \
+                     file_descriptor_set + message, or proto + message"
+                        .into(),
+                ));
+            }
+        }
+        .map_err(|e| decode_error(table, e))
+    }
+}
+
+impl RecordDecoder {
+    /// A decoder of JSON objects into `table`'s rows.
+    pub fn json(table: &Table, limits: Limits) -> Self {
+        let schema = Arc::clone(table.schema());
+        Self {
+            widths: RowWidths::of(&schema),
+            format: Decoder::Json(schema),
+            limits,
+        }
+    }
+
+    /// A decoder of protobuf records of type `descriptor` into `table`'s
+    /// rows; fails if the message does not fit the table.
+    pub fn protobuf(table: &Table, descriptor: MessageDescriptor, limits: Limits) -> Result<Self> {
         let schema = Arc::clone(table.schema());
         let mut widths = RowWidths::of(&schema);
-        let format = self.format(table, Arc::clone(&schema))?;
-        if let Decoder::Protobuf(decoder) = &format {
-            // An enum value becomes its name, which the descriptor (the
-            // producer's) sets: a short value, or an absent field's
-            // default, can stand for a long string.
-            let longest = decoder
-                .message()
-                .parent_pool()
-                .all_enums()
-                .flat_map(|e| {
-                    e.values()
-                        .map(|v| v.name().len() as u64)
-                        .collect::<Vec<_>>()
-                })
-                .max()
-                .unwrap_or(0);
-            let strings = schema
-                .fields()
-                .iter()
-                .filter(|f| matches!(f.data_type(), arrow::datatypes::DataType::Utf8))
-                .count() as u64;
-            widths.row_bytes += longest * strings;
-            widths.element_bytes += longest;
-        }
-        Ok(RecordDecoder {
-            format,
+        let decoder = ProtoDecoder::new(descriptor, Arc::clone(&schema))
+            .map_err(|e| decode_error(table, e))?;
+        // An enum value becomes its name, which the descriptor (the
+        // producer's) sets: a short value, or an absent field's default,
+        // can stand for a long string.
+        let longest = decoder
+            .message()
+            .parent_pool()
+            .all_enums()
+            .flat_map(|e| {
+                e.values()
+                    .map(|v| v.name().len() as u64)
+                    .collect::<Vec<_>>()
+            })
+            .max()
+            .unwrap_or(0);
+        let strings = schema
+            .fields()
+            .iter()
+            .filter(|f| matches!(f.data_type(), arrow::datatypes::DataType::Utf8))
+            .count() as u64;
+        widths.row_bytes += longest * strings;
+        widths.element_bytes += longest;
+        Ok(Self {
+            format: Decoder::Protobuf(Box::new(decoder)),
             limits,
             widths,
         })
     }
 
-    fn format(&self, table: &Table, schema: arrow::datatypes::SchemaRef) -> Result<Decoder> {
-        match self.format {
-            Format::Json => Ok(Decoder::Json(schema)),
-            Format::Protobuf => {
-                let descriptor = match (
-                    &self.descriptor_proto,
-                    &self.file_descriptor_set,
-                    &self.proto,
-                    &self.message,
-                ) {
-                    (Some(bytes), None, None, _) => {
-                        descriptor_from_descriptor_proto(&base64_field("descriptor_proto", bytes)?)
-                    }
-                    (None, Some(bytes), None, Some(message)) => {
-                        descriptor_from_file_descriptor_set(
-                            &base64_field("file_descriptor_set", bytes)?,
-                            message,
-                        )
-                    }
-                    (None, None, Some(source), Some(message)) => {
-                        descriptor_from_proto_source(source, message)
-                    }
-                    _ => {
-                        return Err(Error::BadRequest(
-                            "a protobuf records header needs exactly one of descriptor_proto, \
-                             file_descriptor_set + message, or proto + message"
-                                .into(),
-                        ));
-                    }
+    /// Whether this decoder takes protobuf records (else JSON).
+    pub fn is_protobuf(&self) -> bool {
+        matches!(self.format, Decoder::Protobuf(_))
+    }
+
+    /// Decodes records given one by one (each a protobuf message or one
+    /// JSON object), all or none.
+    pub fn decode_each<R: AsRef<[u8]>>(&self, table: &Table, records: &[R]) -> Result<RecordBatch> {
+        let body_len = records.iter().map(|r| r.as_ref().len()).sum();
+        match &self.format {
+            Decoder::Protobuf(decoder) => {
+                self.limits
+                    .check_records(records.len(), body_len, &self.widths)
+                    .map_err(|e| decode_error(table, e))?;
+                decoder
+                    .decode(records.iter().map(AsRef::as_ref))
+                    .map_err(|e| decode_error(table, e))
+            }
+            Decoder::Json(schema) => {
+                let mut body = Vec::with_capacity(body_len + records.len());
+                for record in records {
+                    body.extend_from_slice(record.as_ref());
+                    body.push(b'\n');
                 }
-                .map_err(|e| decode_error(table, e))?;
-                let decoder =
-                    ProtoDecoder::new(descriptor, schema).map_err(|e| decode_error(table, e))?;
-                Ok(Decoder::Protobuf(Box::new(decoder)))
+                let batch = decode_json(&body, Arc::clone(schema), &self.limits)
+                    .map_err(|e| decode_error(table, e))?;
+                if batch.num_rows() != records.len() {
+                    return Err(Error::BadRequest(format!(
+                        "{} JSON records hold {} objects: each record must be exactly one \
+                         JSON object",
+                        records.len(),
+                        batch.num_rows()
+                    )));
+                }
+                Ok(batch)
             }
         }
     }
-}
 
-impl RecordDecoder {
     /// Decodes one request body. The record count and a high estimate of
     /// the decoded size are checked against the limits first.
     pub fn decode(&self, table: &Table, body: &[u8]) -> Result<RecordBatch> {

@@ -8,12 +8,15 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{info, warn};
 use weir_provider::Catalog;
 
+use crate::auth::Auth;
 use crate::node::{DataDirLock, node_id};
+use crate::tls::{Conn, Tls};
+use crate::token_endpoint;
+use crate::zerobus::ZerobusService;
 use crate::{Config, Error, Result, WeirService};
 
 /// Room for a message's framing (IPC header, app_metadata) beyond the
@@ -27,6 +30,7 @@ const MAX_ENCODING_MESSAGE_BYTES: usize = 256 << 20;
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    token_addr: Option<SocketAddr>,
     catalog: Arc<Catalog>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<Result<()>>,
@@ -41,6 +45,23 @@ impl Server {
         let node = node_id(&config.data_dir)?;
         let storage = config.storage_url()?;
         info!(data_dir = %config.data_dir.display(), storage = %storage, node = %node, "starting");
+
+        let auth = Auth::new(&config.auth, &config.data_dir)?.map(Arc::new);
+        if auth.is_none() {
+            if !config.listen.ip().is_loopback() && !config.auth.allow_unauthenticated {
+                return Err(Error::Config(format!(
+                    "refusing to listen on {} without authentication: configure \
+                     [[auth.clients]], or pass --allow-unauthenticated (auth.allow_unauthenticated \
+                     = true) to serve it open",
+                    config.listen
+                )));
+            }
+            tracing::warn!(
+                listen = %config.listen,
+                "no [[auth.clients]] configured: serving without authentication"
+            );
+        }
+        let tls = config.tls.acceptors()?;
 
         let started = Instant::now();
         let spill = config.spill_dir();
@@ -78,38 +99,47 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::Config(e.to_string()))?;
         let (stop, stopped) = watch::channel(false);
-        let service = WeirService::new(Arc::clone(&catalog), &config, stopped.clone())?;
+        let token_addr = match &auth {
+            None => None,
+            Some(auth) => {
+                let at = token_endpoint::address(config.auth.token_listen, config.listen);
+                let listener = TcpListener::bind(at).await.map_err(|e| {
+                    Error::Config(format!("cannot listen on {at} for the token endpoint: {e}"))
+                })?;
+                let token_addr = listener
+                    .local_addr()
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                let http1 = tls.as_ref().map(|(_, http1)| http1.clone());
+                token_endpoint::serve(listener, Arc::clone(auth), http1, stopped.clone());
+                info!(addr = %token_addr, tls = tls.is_some(), "token endpoint listening");
+                Some(token_addr)
+            }
+        };
+        let service = WeirService::new(Arc::clone(&catalog), &config, auth, stopped.clone())?;
+        let max_message_bytes = config
+            .limits
+            .max_request_bytes
+            .saturating_add(MESSAGE_FRAMING_BYTES);
+        let zerobus = ZerobusService::new(service.ingest().clone()).into_server(max_message_bytes);
         let flight = FlightServiceServer::new(service)
-            .max_decoding_message_size(
-                config
-                    .limits
-                    .max_request_bytes
-                    .saturating_add(MESSAGE_FRAMING_BYTES),
-            )
+            .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+        let incoming = incoming(listener, tls.map(|(grpc, _)| grpc), stopped.clone());
         let mut until_stopped = stopped;
-        // Acks are small writes: without TCP_NODELAY each one that follows
-        // an unacknowledged segment waits for the peer's delayed ACK (40 ms
-        // on Linux).
-        let incoming = TcpListenerStream::new(listener).map(|accepted| {
-            accepted.inspect(|socket| {
-                if let Err(e) = socket.set_nodelay(true) {
-                    tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
-                }
-            })
-        });
         let serving = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(flight)
+                .add_service(zerobus)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = until_stopped.wait_for(|stop| *stop).await;
                 })
                 .await
                 .map_err(Error::from)
         });
-        info!(%addr, "listening");
+        info!(%addr, tls = config.tls.cert_file.is_some(), "listening");
         Ok(Self {
             addr,
+            token_addr,
             catalog,
             stop,
             serving,
@@ -120,6 +150,11 @@ impl Server {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the token endpoint, when authentication is on.
+    pub fn token_addr(&self) -> Option<SocketAddr> {
+        self.token_addr
     }
 
     /// The node's tables.
@@ -141,6 +176,62 @@ impl Server {
         Ok(())
     }
 }
+
+/// Accepted gRPC connections, with `TCP_NODELAY` and, with `tls`, after
+/// the handshake (each in a task of its own, so a slow client holds up
+/// nobody).
+fn incoming(
+    listener: TcpListener,
+    tls: Option<Tls>,
+    mut stop: watch::Receiver<bool>,
+) -> ReceiverStream<std::io::Result<Conn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                accepted = listener.accept() => accepted,
+            };
+            let socket = match accepted {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            // Acks are small writes: without TCP_NODELAY each one that
+            // follows an unacknowledged segment waits for the peer's
+            // delayed ACK (40 ms on Linux).
+            if let Err(e) = socket.set_nodelay(true) {
+                warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+            match &tls {
+                None => {
+                    if tx.send(Ok(Conn::Plain(socket))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    let (tls, tx) = (tls.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket)).await
+                        {
+                            Ok(Ok(stream)) => {
+                                let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                            }
+                            Ok(Err(e)) => info!(error = %e, "TLS handshake failed"),
+                            Err(_) => info!("TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for Server {
     /// A server dropped without [`Server::shutdown`] stops serving and

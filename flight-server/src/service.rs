@@ -16,7 +16,7 @@ use arrow::array::{MutableArrayData, RecordBatch, RecordBatchOptions, make_array
 use arrow::error::ArrowError;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::server::{DoPutError, FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     Any, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, SqlInfo,
     TicketStatementQuery,
@@ -25,10 +25,12 @@ use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use weir_provider::Catalog;
-use weir_sql::{Prepared, SqlEngine};
+use weir_sql::{Access, Prepared, SqlEngine};
 
+use crate::auth::Auth;
 use crate::ingest::Ingest;
 use crate::{Config, Error};
 
@@ -49,17 +51,58 @@ impl WeirService {
     pub fn new(
         catalog: Arc<Catalog>,
         config: &Config,
+        auth: Option<Arc<Auth>>,
         shutdown: watch::Receiver<bool>,
     ) -> crate::Result<Self> {
         Ok(Self {
             engine: SqlEngine::new(Arc::clone(&catalog), config.query_config())?,
             ingest: Ingest::new(
                 catalog,
+                auth,
                 config.limits.request_limits(),
                 config.limits.max_streams,
                 shutdown,
             ),
         })
+    }
+
+    /// An ingest `DoPut`. A stream that cannot start answers with its error
+    /// as the first response message rather than failing the call: the
+    /// Zerobus SDKs read setup errors (such as a schema mismatch) there.
+    async fn put(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+    ) -> <Self as FlightService>::DoPutStream {
+        match self.ingest.do_put(request).await {
+            Ok(acks) => acks,
+            Err(e) => futures::stream::once(async move { Err(Status::from(e)) }).boxed(),
+        }
+    }
+
+    /// Plans `sql` for the caller of a call with `metadata`: every table
+    /// it reads, and DDL, must be within the caller's grants.
+    async fn prepare(&self, sql: &str, metadata: &MetadataMap) -> Result<Prepared, Status> {
+        let principal = self.ingest.principal(metadata)?;
+        let allow = |access: Access<'_>| {
+            match access {
+                Access::Read(table) => principal.check_read(table),
+                Access::Ddl => principal.check_ddl(),
+            }
+            .map_err(|e| match e {
+                Error::PermissionDenied(reason) => reason,
+                other => other.to_string(),
+            })
+        };
+        Ok(self
+            .engine
+            .prepare_checked(sql, &allow)
+            .await
+            .map_err(Error::from)?)
+    }
+
+    /// The ingest layer, to share with the other ingest services.
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
     }
 }
 
@@ -75,11 +118,7 @@ impl FlightSqlService for WeirService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let prepared = self
-            .engine
-            .prepare(&query.query)
-            .await
-            .map_err(Error::from)?;
+        let prepared = self.prepare(&query.query, request.metadata()).await?;
         let schema = SqlEngine::result_schema(&prepared);
         let handle = match prepared {
             Prepared::Query { .. } => [QUERY_PREFIX, query.query.as_bytes()].concat(),
@@ -101,7 +140,7 @@ impl FlightSqlService for WeirService {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
         let handle = ticket.statement_handle.as_ref();
         if handle == DONE_HANDLE {
@@ -111,9 +150,7 @@ impl FlightSqlService for WeirService {
             .strip_prefix(QUERY_PREFIX)
             .and_then(|sql| std::str::from_utf8(sql).ok())
             .ok_or_else(|| Error::BadRequest("unknown statement handle".into()))?;
-        let Prepared::Query { plan, context } =
-            self.engine.prepare(sql).await.map_err(Error::from)?
-        else {
+        let Prepared::Query { plan, context } = self.prepare(sql, request.metadata()).await? else {
             return Err(Error::BadRequest("the ticket does not hold a query".into()).into());
         };
         let stream = self
@@ -138,14 +175,9 @@ impl FlightSqlService for WeirService {
     async fn do_put_statement_update(
         &self,
         command: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        match self
-            .engine
-            .prepare(&command.query)
-            .await
-            .map_err(Error::from)?
-        {
+        match self.prepare(&command.query, request.metadata()).await? {
             Prepared::Done => Ok(0),
             Prepared::Query { .. } => Err(Error::BadRequest(
                 "a query is not an update: run it with CommandStatementQuery".into(),
@@ -159,8 +191,22 @@ impl FlightSqlService for WeirService {
         request: Request<PeekableFlightDataStream>,
         _message: Any,
     ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
-        let acks = self.ingest.do_put(request).await?;
-        Ok(Response::new(acks.boxed()))
+        Ok(Response::new(self.put(request).await))
+    }
+
+    /// A `DoPut` without a descriptor is ingest: the Zerobus SDKs name the
+    /// table only in a header.
+    async fn do_put_error_callback(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+        error: DoPutError,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        match error {
+            DoPutError::MissingFlightDescriptor => Ok(Response::new(self.put(request).await)),
+            DoPutError::MissingCommand => {
+                Err(Error::BadRequest("empty DoPut stream".into()).into())
+            }
+        }
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -54,6 +54,16 @@ pub struct SqlEngine {
     runtime: Arc<RuntimeEnv>,
 }
 
+/// What a statement does, for an access check (see
+/// [`SqlEngine::prepare_checked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// It reads this table.
+    Read(&'a str),
+    /// It creates or drops a table.
+    Ddl,
+}
+
 /// A statement planned but not run, or a statement already done.
 #[expect(
     clippy::large_enum_variant,
@@ -148,10 +158,29 @@ impl SqlEngine {
     /// Plans `sql`. DDL runs here, so that a statement with effects runs
     /// exactly once, whatever the client does next.
     pub async fn prepare(&self, sql: &str) -> Result<Prepared> {
+        self.prepare_checked(sql, &|_| Ok(())).await
+    }
+
+    /// [`SqlEngine::prepare`], asking `allow` first about every table the
+    /// statement reads and about DDL; an `Err(reason)` refuses the
+    /// statement with [`Error::Denied`] before anything runs.
+    pub async fn prepare_checked(
+        &self,
+        sql: &str,
+        allow: &(dyn Fn(Access<'_>) -> std::result::Result<(), String> + Sync),
+    ) -> Result<Prepared> {
         let context = self.context()?;
         let state = context.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
+        let tables = state.resolve_table_references(&statement)?;
+        for table in &tables {
+            // The catalog's own views list table names, which anyone may see.
+            if table.schema() == Some("information_schema") {
+                continue;
+            }
+            allow(Access::Read(table.table())).map_err(Error::Denied)?;
+        }
         let plan = if is_show_tables(&statement) {
             state.create_logical_plan(SHOW_TABLES).await?
         } else {
@@ -159,6 +188,7 @@ impl SqlEngine {
         };
         match plan {
             LogicalPlan::Ddl(ddl) => {
+                allow(Access::Ddl).map_err(Error::Denied)?;
                 self.apply_ddl(ddl).await?;
                 Ok(Prepared::Done)
             }

@@ -11,6 +11,9 @@ pub enum Error {
     /// A statement weir does not run (the message says what to do instead).
     #[error("{0}")]
     Unsupported(String),
+    /// The caller may not run the statement (see [`crate::Access`]).
+    #[error("permission denied: {0}")]
+    Denied(String),
     /// Planning or running the statement failed.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -34,7 +37,7 @@ impl Error {
     /// True if the statement was wrong, false if weir failed running it.
     pub fn is_caller_fault(&self) -> bool {
         match self {
-            Error::Unsupported(_) => true,
+            Error::Unsupported(_) | Error::Denied(_) => true,
             Error::DataFusion(e) => match e.find_root() {
                 DataFusionError::Plan(_)
                 | DataFusionError::SQL(..)

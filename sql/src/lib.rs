@@ -38,5 +38,5 @@ mod engine;
 mod error;
 pub mod memory;
 
-pub use engine::{Outcome, Prepared, QueryConfig, SqlEngine};
+pub use engine::{Access, Outcome, Prepared, QueryConfig, SqlEngine};
 pub use error::{Error, Result};

@@ -144,7 +144,7 @@ async fn plain_flight_do_put_gets_ready_and_cumulative_acks() {
         .unwrap();
     let mut flight = FlightClient::new(channel);
     flight.metadata_mut().insert(
-        weir_flight_server::ingest::TABLE_HEADER,
+        weir_flight_server::doput::TABLE_HEADER,
         "main.default.sensors".parse().unwrap(),
     );
 

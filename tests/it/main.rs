@@ -8,3 +8,4 @@ mod recovery;
 mod resume;
 mod sql;
 mod support;
+mod zerobus;

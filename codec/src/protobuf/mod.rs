@@ -62,14 +62,14 @@ use arrow::datatypes::SchemaRef;
 
 use crate::error::Result;
 use arrow::record_batch::RecordBatch;
-use prost_reflect::MessageDescriptor;
+pub use prost_reflect::MessageDescriptor;
 
 pub use descriptor::{
     descriptor_from_descriptor_proto, descriptor_from_file_descriptor_set,
     descriptor_from_proto_source,
 };
 pub use error::DecodeErrorKind;
-pub use plan::MAX_DEPTH;
+pub use plan::{MAX_DEPTH, NO_SUCH_COLUMN, NO_SUCH_FIELD};
 pub use schema::arrow_schema_for;
 pub use wire::WireType;
 

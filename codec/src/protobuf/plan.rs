@@ -430,7 +430,7 @@ impl Plan {
                 if !column.is_nullable() {
                     return Err(Error::incompatible_field(
                         format!("{prefix}.{}", column.name()),
-                        "column is not nullable but the descriptor has no such field",
+                        NO_SUCH_FIELD,
                     ));
                 }
                 children.push(Child {
@@ -837,7 +837,7 @@ fn bind_by_name(
     if let Some(i) = used.iter().position(|u| !u) {
         return Err(Error::incompatible_field(
             format!("{prefix}.{}", all[i].name()),
-            "the table has no column of this name",
+            NO_SUCH_COLUMN,
         ));
     }
     Ok(bindings)
@@ -863,6 +863,12 @@ fn lookup_tables(numbers: &[u32]) -> (Vec<u16>, Vec<(u32, u16)>) {
     sparse.sort_unstable();
     (lookup, sparse)
 }
+
+/// Why a descriptor field has no column.
+pub const NO_SUCH_COLUMN: &str = "the table has no column of this name";
+
+/// Why a non-nullable column has no descriptor field.
+pub const NO_SUCH_FIELD: &str = "column is not nullable but the descriptor has no such field";
 
 fn bump(counter: &mut u32) -> u32 {
     *counter += 1;
