@@ -64,6 +64,10 @@ enum Command {
         /// Print the row count and time of each statement.
         #[arg(long)]
         timing: bool,
+        /// A bearer token from the server's token endpoint (for a server
+        /// with `[[auth.clients]]`).
+        #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
                 file,
                 format,
                 timing,
+                token,
             } => {
                 let options = Options {
                     server,
@@ -105,6 +110,7 @@ fn main() -> ExitCode {
                     file,
                     format,
                     timing,
+                    token,
                 };
                 match weir_sql::cli::run(options).await {
                     Ok(true) => ExitCode::SUCCESS,

@@ -111,7 +111,7 @@ impl Server {
                     .map_err(|e| Error::Config(e.to_string()))?;
                 let http1 = tls.as_ref().map(|(_, http1)| http1.clone());
                 token_endpoint::serve(listener, Arc::clone(auth), http1, stopped.clone());
-                info!(addr = %token_addr, tls = tls.is_some(), "token endpoint listening");
+                info!(token_addr = %token_addr, tls = tls.is_some(), "token endpoint listening");
                 Some(token_addr)
             }
         };

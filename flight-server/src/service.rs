@@ -142,6 +142,7 @@ impl FlightSqlService for WeirService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
+        self.ingest.principal(request.metadata())?;
         let handle = ticket.statement_handle.as_ref();
         if handle == DONE_HANDLE {
             return Ok(Response::new(Box::pin(futures::stream::empty())));

@@ -286,8 +286,19 @@ fn persistent_id(ingest: &Ingest, id: &str) -> Result<(Arc<Table>, StreamName)> 
     Ok((ingest.table(table)?, name))
 }
 
+/// How long a new stream may take to send its first message.
+const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(30);
+
 async fn first<T: prost::Message + Default>(input: &mut Streaming<T>) -> Result<T> {
-    match input.message().await {
+    let first = tokio::time::timeout(FIRST_MESSAGE_WAIT, input.message())
+        .await
+        .map_err(|_| {
+            Error::BadRequest(format!(
+                "no create_stream within {} s of opening the stream",
+                FIRST_MESSAGE_WAIT.as_secs()
+            ))
+        })?;
+    match first {
         Ok(Some(message)) => Ok(message),
         Ok(None) => Err(Error::BadRequest(
             "the stream ended before its first message".into(),

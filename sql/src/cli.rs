@@ -62,6 +62,9 @@ pub struct Options {
     pub format: Format,
     /// Print row counts and times.
     pub timing: bool,
+    /// A bearer token from the server's token endpoint, for a server with
+    /// authentication on.
+    pub token: Option<String>,
 }
 
 /// A FlightSQL connection that runs statements and prints their results.
@@ -82,6 +85,9 @@ impl std::fmt::Debug for Client {
 /// Runs the CLI; returns false if any statement failed.
 pub async fn run(options: Options) -> Result<bool> {
     let mut client = Client::connect(&options.server, options.format, options.timing).await?;
+    if let Some(token) = options.token {
+        client.flight.set_token(token);
+    }
     let mut out = std::io::stdout().lock();
     if let Some(sql) = &options.command {
         return client.run_script(sql, &mut out).await;

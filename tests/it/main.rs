@@ -1,6 +1,7 @@
 //! End-to-end tests: a real server on a loopback port, real gRPC clients,
 //! real Delta tables on disk.
 
+mod auth;
 mod bad_input;
 mod ingest;
 mod records;

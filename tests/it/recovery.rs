@@ -19,10 +19,13 @@ fn holding(dir: &std::path::Path) -> Config {
 
 /// A server on `dir` with the [`holding`] config.
 async fn start_holding(dir: tempfile::TempDir) -> TestServer {
-    let server = Server::start(holding(dir.path())).await.unwrap();
+    let config = holding(dir.path());
+    let server = Server::start(config.clone()).await.unwrap();
     TestServer {
         server: Some(server),
         dir,
+        config,
+        token: None,
     }
 }
 
@@ -38,7 +41,7 @@ async fn a_table_that_does_not_load_keeps_its_wal_rows_and_stops_the_start() {
     let test = start_holding(tempfile::tempdir().unwrap()).await;
     test.sql(SENSORS_DDL).await;
     push(&test, 0, 10).await;
-    let TestServer { server, dir } = test;
+    let TestServer { server, dir, .. } = test;
     drop(server); // a crash: the 10 rows are only in the WAL
 
     let log = dir.path().join("tables/sensors/_delta_log");
@@ -196,10 +199,12 @@ async fn a_full_disk_refuses_writes_then_ingest_resumes_on_its_own() {
     let _disk = SmallDisk::mount(&data, "2m");
     let mut config = holding(&data);
     config.storage = Some(dir.path().join("tables").display().to_string());
-    let server = Server::start(config).await.unwrap();
+    let server = Server::start(config.clone()).await.unwrap();
     let test = TestServer {
         server: Some(server),
         dir,
+        config,
+        token: None,
     };
     test.sql(SENSORS_DDL).await;
 
@@ -309,7 +314,7 @@ async fn a_corrupt_wal_record_stops_the_start_or_is_skipped_and_counted() {
     for first in [0, 10, 20] {
         push(&test, first, 10).await;
     }
-    let TestServer { server, dir } = test;
+    let TestServer { server, dir, .. } = test;
     drop(server); // a crash: the rows are only in the WAL
 
     // Damage the middle group: not a torn write, since an intact group
@@ -342,8 +347,10 @@ async fn a_corrupt_wal_record_stops_the_start_or_is_skipped_and_counted() {
     let mut config = holding(dir.path());
     config.wal.corruption = weir_flight_server::Corruption::Skip;
     let test = TestServer {
-        server: Some(Server::start(config).await.unwrap()),
+        server: Some(Server::start(config.clone()).await.unwrap()),
         dir,
+        config,
+        token: None,
     };
     assert_eq!(test.count("sensors").await, 20);
     assert_eq!(

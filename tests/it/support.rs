@@ -17,15 +17,28 @@ pub const SENSORS_DDL: &str =
 pub struct TestServer {
     pub server: Option<Server>,
     pub dir: TempDir,
+    /// What the server starts with (and restarts with).
+    pub config: Config,
+    /// The bearer token SQL calls send, when authentication is on.
+    pub token: Option<String>,
 }
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server with `configure` applied to the test config.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(Config::for_tests(dir.path())).await.unwrap();
+        let mut config = Config::for_tests(dir.path());
+        configure(&mut config);
+        let server = Server::start(config.clone()).await.unwrap();
         Self {
             server: Some(server),
             dir,
+            config,
+            token: None,
         }
     }
 
@@ -40,21 +53,19 @@ impl TestServer {
     /// Stops cleanly and starts again on the same data directory.
     pub async fn restart(&mut self) {
         self.server.take().unwrap().shutdown().await.unwrap();
-        let server = Server::start(Config::for_tests(self.dir.path()))
-            .await
-            .unwrap();
+        let server = Server::start(self.config.clone()).await.unwrap();
         self.server = Some(server);
     }
 
-    /// Stops cleanly and starts again on the same data directory and port,
-    /// so that clients reconnect to the same address.
+    /// Stops cleanly and starts again on the same data directory and ports,
+    /// so that clients reconnect to the same addresses.
     pub async fn restart_on_same_port(&mut self) {
         let addr = self.server().addr();
+        let token_addr = self.server().token_addr();
         self.server.take().unwrap().shutdown().await.unwrap();
-        let config = Config {
-            listen: addr,
-            ..Config::for_tests(self.dir.path())
-        };
+        let mut config = self.config.clone();
+        config.listen = addr;
+        config.auth.token_listen = token_addr;
         self.server = Some(Server::start(config).await.unwrap());
     }
 
@@ -64,7 +75,11 @@ impl TestServer {
             .connect()
             .await
             .unwrap();
-        FlightSqlServiceClient::new(channel)
+        let mut client = FlightSqlServiceClient::new(channel);
+        if let Some(token) = &self.token {
+            client.set_token(token.clone());
+        }
+        client
     }
 
     /// Runs a statement over FlightSQL and returns its rows.
