@@ -120,7 +120,8 @@ impl Server {
             .limits
             .max_request_bytes
             .saturating_add(MESSAGE_FRAMING_BYTES);
-        let zerobus = ZerobusService::new(service.ingest().clone()).into_server(max_message_bytes);
+        let zerobus = ZerobusService::new(service.ingest().clone(), &config.data_dir)?
+            .into_server(max_message_bytes);
         let flight = FlightServiceServer::new(service)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);

@@ -27,10 +27,12 @@
 //! and resends at or below it are acked without being written. It is a
 //! named stream of [`crate::session`], so exactly once holds on every path
 //! the named streams have. `RetireStream` ends a persistent stream's open
-//! connection and refuses its resume for as long as the server runs.
+//! connection and refuses its resume from then on (the id is kept in
+//! [`RETIRED_STREAMS_FILE`] in the data directory).
 
 use std::collections::HashSet;
 use std::future::{Future, ready};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,16 +70,70 @@ use proto::{
 #[derive(Debug, Clone)]
 pub struct ZerobusService {
     ingest: Ingest,
-    /// Persistent streams retired since start.
-    retired: Arc<Mutex<HashSet<StreamName>>>,
+    retired: Arc<Retired>,
+}
+
+/// The retired persistent streams, kept in a file of the data directory
+/// (one stream id per line, appended and fsynced before `RetireStream`
+/// answers).
+#[derive(Debug)]
+struct Retired {
+    path: PathBuf,
+    ids: Mutex<HashSet<StreamName>>,
+}
+
+/// The file of retired stream ids, in the data directory.
+pub const RETIRED_STREAMS_FILE: &str = "zerobus-retired-streams";
+
+impl Retired {
+    fn load(path: PathBuf) -> Result<Self> {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let ids = text
+            .lines()
+            .filter_map(|line| StreamName::parse(line.trim()).ok())
+            .collect();
+        Ok(Self {
+            path,
+            ids: Mutex::new(ids),
+        })
+    }
+
+    fn contains(&self, name: &StreamName) -> bool {
+        self.ids.lock().contains(name)
+    }
+
+    /// Records `name` as retired, durably.
+    fn retire(&self, name: &StreamName) -> Result<()> {
+        use std::io::Write as _;
+        let mut ids = self.ids.lock();
+        if ids.contains(name) {
+            return Ok(());
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?;
+        writeln!(file, "{name}")
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io(&self.path, e))?;
+        ids.insert(name.clone());
+        Ok(())
+    }
 }
 
 impl ZerobusService {
-    pub fn new(ingest: Ingest) -> Self {
-        Self {
+    /// The service over `ingest`, keeping retired stream ids in
+    /// `data_dir`.
+    pub fn new(ingest: Ingest, data_dir: &Path) -> Result<Self> {
+        Ok(Self {
             ingest,
-            retired: Arc::default(),
-        }
+            retired: Arc::new(Retired::load(data_dir.join(RETIRED_STREAMS_FILE))?),
+        })
     }
 
     /// The gRPC service, taking messages of up to `max_message_bytes`.
@@ -134,7 +190,7 @@ impl Zerobus for ZerobusService {
         };
         let (table, name) = persistent_id(&self.ingest, &id)?;
         principal.check_write(table.name())?;
-        self.retired.lock().insert(name.clone());
+        self.retired.retire(&name)?;
         // Taking the stream over ends its open connection, if any, once
         // what it wrote is durable.
         drop(self.ingest.open_session(table, Some(name)).await?);
@@ -199,7 +255,7 @@ async fn persistent(
     ingest: Ingest,
     slot: StreamSlot,
     mut input: Streaming<PersistentStreamRequest>,
-    (principal, retired): (Principal, Arc<Mutex<HashSet<StreamName>>>),
+    (principal, retired): (Principal, Arc<Retired>),
 ) -> Result<Replies<PersistentStreamResponse>> {
     use persistent_stream_request::Payload;
     let (table, name, decoder, created) = match first(&mut input).await?.payload {
@@ -227,7 +283,7 @@ async fn persistent(
             };
             let (table, name) = persistent_id(&ingest, &id)?;
             principal.check_write(table.name())?;
-            if retired.lock().contains(&name) {
+            if retired.contains(&name) {
                 return Err(Error::StreamNotFound {
                     stream: id,
                     reason: "it was retired",

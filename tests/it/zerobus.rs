@@ -428,7 +428,7 @@ async fn a_persistent_stream_is_exactly_once_across_restarts() {
     resumed.close().await.unwrap();
     assert_eq!(server.count("sensors").await, 650);
 
-    // Retired, it cannot be resumed.
+    // Retired, it cannot be resumed, also after a restart.
     let mut client = ZerobusClient::connect(server.url()).await.unwrap();
     for _ in 0..2 {
         client
@@ -439,6 +439,7 @@ async fn a_persistent_stream_is_exactly_once_across_restarts() {
             .await
             .unwrap();
     }
+    server.restart_on_same_port().await;
     let err = sdk
         .persistent_stream_builder()
         .table(TABLE)
@@ -450,4 +451,76 @@ async fn a_persistent_stream_is_exactly_once_across_restarts() {
         .expect("a retired stream");
     assert!(!err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains("retired"), "{err}");
+}
+
+/// The wire protocol itself, with the SDK's generated client: what a
+/// stream sees when the server shuts down under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_the_close_signal_then_ends_the_stream() {
+    use databricks_zerobus_ingest_sdk::databricks::zerobus::{
+        CreateIngestStreamRequest, EphemeralStreamRequest, IngestRecordRequest,
+        ephemeral_stream_request, ephemeral_stream_response, ingest_record_request,
+    };
+    let mut server = server_with_sensors().await;
+    let mut client = ZerobusClient::connect(server.url()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut replies = client
+        .ephemeral_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let send = |payload| EphemeralStreamRequest {
+        payload: Some(payload),
+    };
+    tx.send(send(ephemeral_stream_request::Payload::CreateStream(
+        CreateIngestStreamRequest {
+            table_name: Some(TABLE.into()),
+            record_type: Some(2), // JSON
+            ..Default::default()
+        },
+    )))
+    .await
+    .unwrap();
+    let reply = replies.message().await.unwrap().unwrap().payload;
+    assert!(
+        matches!(&reply, Some(ephemeral_stream_response::Payload::CreateStreamResponse(r)) if r.stream_id.is_some()),
+        "{reply:?}"
+    );
+    let record = |offset: i64| {
+        send(ephemeral_stream_request::Payload::IngestRecord(
+            IngestRecordRequest {
+                offset_id: Some(offset),
+                record: Some(ingest_record_request::Record::JsonRecord(
+                    json_reading(offset).0,
+                )),
+            },
+        ))
+    };
+    let ack = |reply: Option<ephemeral_stream_response::Payload>| match reply {
+        Some(ephemeral_stream_response::Payload::IngestRecordResponse(r)) => {
+            r.durability_ack_up_to_offset.unwrap()
+        }
+        other => panic!("expected an ack, got {other:?}"),
+    };
+    tx.send(record(0)).await.unwrap();
+    assert_eq!(ack(replies.message().await.unwrap().unwrap().payload), 0);
+
+    let server_task = server.server.take().unwrap();
+    let stopping = tokio::spawn(server_task.shutdown());
+    let reply = replies.message().await.unwrap().unwrap().payload;
+    match reply {
+        Some(ephemeral_stream_response::Payload::CloseStreamSignal(signal)) => {
+            assert_eq!(signal.duration.unwrap().seconds, 1);
+        }
+        other => panic!("expected the close signal, got {other:?}"),
+    }
+    // In the grace period the stream is still read and acked.
+    tx.send(record(1)).await.unwrap();
+    assert_eq!(ack(replies.message().await.unwrap().unwrap().payload), 1);
+    let status = replies.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    stopping.await.unwrap().unwrap();
+    let config = server.config.clone();
+    server.server = Some(weir_flight_server::Server::start(config).await.unwrap());
+    assert_eq!(server.count("sensors").await, 2);
 }
