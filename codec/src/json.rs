@@ -55,6 +55,37 @@ pub fn decode_json(bytes: &[u8], table: SchemaRef, limits: &Limits) -> Result<Re
     }
 }
 
+/// Decodes records given one by one (each exactly one JSON value: an
+/// object, or the error names the record), into one batch in `table`'s
+/// schema. No partial output on error.
+pub fn decode_json_records<R: AsRef<[u8]>>(
+    records: &[R],
+    table: SchemaRef,
+    limits: &Limits,
+) -> Result<RecordBatch> {
+    limits.check_rows(records.len() as u64)?;
+    let mut values = Vec::with_capacity(records.len());
+    let mut bytes = 0;
+    for (index, record) in records.iter().enumerate() {
+        let record = record.as_ref();
+        let start = skip_ws(record, 0);
+        let end = nonempty_value_end(record, start, index, limits.max_json_depth)?;
+        if skip_ws(record, end) != record.len() {
+            return Err(syntax(index, "a record must be exactly one JSON object"));
+        }
+        bytes += record.len();
+        values.push(&record[start..end]);
+    }
+    if values.is_empty() {
+        return Ok(RecordBatch::new_empty(table));
+    }
+    limits.check_records(values.len(), bytes, &RowWidths::of(&table))?;
+    match decode_records(&values, &table) {
+        Ok(batch) => Ok(batch),
+        Err(err) => Err(find_bad_record(&values, &table).unwrap_or(Error::Arrow(err))),
+    }
+}
+
 /// Decodes all records as one batch.
 fn decode_records(records: &[&[u8]], table: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     let reading = reading_schema(table);
@@ -340,6 +371,24 @@ mod tests {
                 true,
             ),
         ]))
+    }
+
+    #[test]
+    fn records_one_by_one_are_one_object_each() {
+        let limits = Limits::default();
+        let records = [r#" {"id": 1} "#, r#"{"id": 2, "name": "b"}"#];
+        let batch = decode_json_records(&records, table(), &limits).unwrap();
+        assert_eq!(
+            batch.column(0).as_primitive::<Int64Type>().values(),
+            &[1, 2]
+        );
+        // Two objects in one record, or none, name the record.
+        for bad in [r#"{"id": 2}{"id": 3}"#, "  "] {
+            let err = decode_json_records(&[r#"{"id": 1}"#, bad], table(), &limits).unwrap_err();
+            assert!(err.to_string().starts_with("record 1:"), "{bad:?}: {err}");
+        }
+        let err = decode_json_records(&[r#"{"id": "x"}"#], table(), &limits).unwrap_err();
+        assert!(err.to_string().starts_with("record 0:"), "{err}");
     }
 
     #[test]

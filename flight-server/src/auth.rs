@@ -177,6 +177,11 @@ impl Auth {
         if section.clients.is_empty() {
             return Ok(None);
         }
+        if !(1..=MAX_TOKEN_TTL_SECS).contains(&section.token_ttl_secs) {
+            return Err(Error::Config(format!(
+                "auth.token_ttl_secs must be between 1 and {MAX_TOKEN_TTL_SECS} (a week)"
+            )));
+        }
         let mut clients = HashMap::new();
         for client in &section.clients {
             let hash = &client.secret_sha256;
@@ -189,6 +194,11 @@ impl Auth {
             }
             let mut client = client.clone();
             client.secret_sha256 = client.secret_sha256.to_ascii_lowercase();
+            let grants = |grants: &[String]| -> Result<Vec<String>> {
+                grants.iter().map(|g| grant(&client.id, g)).collect()
+            };
+            client.write = grants(&client.write)?;
+            client.read = grants(&client.read)?;
             if clients.insert(client.id.clone(), client).is_some() {
                 return Err(Error::Config(format!(
                     "auth client {:?} is configured twice",
@@ -216,43 +226,33 @@ impl Auth {
     /// asks for (all of its own when `tables` is empty), as far as it may
     /// use them. Returns the token and its lifetime.
     pub fn mint(&self, id: &str, secret: &str, tables: &[String]) -> Result<(String, Duration)> {
+        // The hash is computed for unknown ids too, so that the time taken
+        // does not tell which ids exist; compared in constant time.
+        let given = hash_secret(secret);
         let client = self
             .clients
             .get(id)
             .filter(|c| {
-                // In constant time, though a hash's prefix tells little.
-                let given = hash_secret(secret);
                 let (a, b) = (given.as_bytes(), c.secret_sha256.as_bytes());
                 a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
             })
             .ok_or_else(|| Error::Unauthenticated("unknown client or wrong secret".into()))?;
-        let granted = |grants: &[String]| -> Result<Vec<String>> {
-            let grants = grants
-                .iter()
-                .map(|g| {
-                    if g == "*" {
-                        Ok(g.clone())
-                    } else {
-                        table_name(g)
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
+        let granted = |grants: &[String]| -> Vec<String> {
             if tables.is_empty() {
-                return Ok(grants);
+                return grants.to_vec();
             }
-            Ok(tables
+            tables
                 .iter()
-                .filter(|t| covers(&grants, t))
+                .filter(|t| covers(grants, t))
                 .cloned()
-                .collect())
+                .collect()
         };
-        let exp = now_secs() + self.ttl.as_secs();
         let claims = Claims {
             sub: client.id.clone(),
-            write: granted(&client.write)?,
-            read: granted(&client.read)?,
+            write: granted(&client.write),
+            read: granted(&client.read),
             ddl: client.ddl,
-            exp,
+            exp: now_secs().saturating_add(self.ttl.as_secs()),
         };
         let body = URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(&claims).map_err(|e| Error::Internal(e.to_string()))?);
@@ -283,7 +283,27 @@ impl Auth {
                 "the token expired; get a new one from the token endpoint".into(),
             ));
         }
-        Ok(claims)
+        // A token grants no more than its client may do now: a client
+        // removed from the config, or given less, loses it at once.
+        let client = self
+            .clients
+            .get(&claims.sub)
+            .ok_or_else(|| bad("its client is no longer configured"))?;
+        let still = |granted: Vec<String>, allowed: &[String]| -> Vec<String> {
+            if allowed.iter().any(|a| a == "*") {
+                return granted;
+            }
+            granted
+                .into_iter()
+                .filter(|t| t != "*" && covers(allowed, t))
+                .collect()
+        };
+        Ok(Claims {
+            write: still(claims.write, &client.write),
+            read: still(claims.read, &client.read),
+            ddl: claims.ddl && client.ddl,
+            ..claims
+        })
     }
 
     /// The principal of a call's `authorization: Bearer` header.
@@ -311,6 +331,25 @@ pub fn principal(auth: Option<&Auth>, metadata: &MetadataMap) -> Result<Principa
         None => Ok(Principal::Anyone),
         Some(auth) => auth.principal(metadata),
     }
+}
+
+/// The longest a token may live.
+const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// A grant as configured: `*` (every table) or a table name, mapped as on
+/// every path (`catalog.schema.table` is `table`).
+fn grant(client: &str, grant: &str) -> Result<String> {
+    if grant == "*" {
+        return Ok(grant.to_string());
+    }
+    let bad = |why: String| {
+        Error::Config(format!(
+            "auth client {client:?}: grant {grant:?} {why}; use a table name or \"*\""
+        ))
+    };
+    let table = table_name(grant).map_err(|e| bad(e.to_string()))?;
+    weir_provider::validate_name(&table).map_err(|e| bad(e.to_string()))?;
+    Ok(table)
 }
 
 fn now_secs() -> u64 {
@@ -401,5 +440,41 @@ mod tests {
         assert!(self::auth(other.path()).check(&token).is_err());
         // The key is kept: a restarted node checks its old tokens.
         assert!(self::auth(dir.path()).check(&token).is_ok());
+    }
+
+    #[test]
+    fn grants_are_checked_at_start_and_narrowed_at_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let section = |write: &str| AuthSection {
+            clients: vec![ClientSection {
+                id: "p".into(),
+                secret_sha256: hash_secret("s"),
+                write: vec![write.into()],
+                read: vec![],
+                ddl: false,
+            }],
+            ..AuthSection::default()
+        };
+        // A dotted wildcard is not a schema grant: refused, not widened.
+        let err = Auth::new(&section("main.telemetry.*"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("main.telemetry.*"), "{err}");
+        let ttl = AuthSection {
+            token_ttl_secs: 0,
+            ..section("sensors")
+        };
+        assert!(Auth::new(&ttl, dir.path()).is_err());
+
+        // A token minted under wider grants is narrowed to today's.
+        let wide = Auth::new(&section("*"), dir.path()).unwrap().unwrap();
+        let (token, _) = wide
+            .mint("p", "s", &["other".into(), "sensors".into()])
+            .unwrap();
+        let narrow = Auth::new(&section("sensors"), dir.path()).unwrap().unwrap();
+        assert_eq!(narrow.check(&token).unwrap().write, vec!["sensors"]);
+        let gone = AuthSection {
+            clients: vec![],
+            ..section("sensors")
+        };
+        assert!(Auth::new(&gone, dir.path()).unwrap().is_none());
     }
 }

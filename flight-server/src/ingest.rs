@@ -154,8 +154,8 @@ impl Ingest {
     pub fn new(
         catalog: Arc<Catalog>,
         auth: Option<Arc<Auth>>,
-        limits: Limits,
-        max_streams: usize,
+        sessions: Sessions,
+        (limits, max_streams): (Limits, usize),
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -166,7 +166,7 @@ impl Ingest {
                 open: AtomicUsize::new(0),
                 limit: max_streams,
             }),
-            sessions: Arc::new(Sessions::default()),
+            sessions: Arc::new(sessions),
             shutdown,
         }
     }
@@ -203,6 +203,11 @@ impl Ingest {
     /// The table a producer's name means (see [`table_name`]).
     pub fn table(&self, name: &str) -> Result<Arc<Table>> {
         Ok(self.catalog.table(&table_name(name)?)?)
+    }
+
+    /// Retires the named stream `name` for good (see [`Sessions::retire`]).
+    pub async fn retire(&self, table: Arc<Table>, name: StreamName) -> Result<()> {
+        self.sessions.retire(table, name).await
     }
 
     /// Opens a session of the stream `name` (anonymous if `None`).
@@ -310,6 +315,7 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
             offset: self.session.resumed_at(),
             records: 0,
         };
+        let last_words = acks.0.clone();
         let acker = tokio::spawn(acknowledge(
             step_rx,
             acks,
@@ -323,12 +329,7 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
         // Once the server shuts down: when the stream ends.
         let mut deadline: Option<Instant> = None;
         let outcome: Result<()> = loop {
-            let drained = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let drained = until(deadline);
             let shutting_down = async {
                 if deadline.is_some() {
                     return std::future::pending().await;
@@ -373,8 +374,13 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
             let appended = match self.requests.rows(&table, &self.limits, payload) {
                 Ok(Rows { batch, retained }) => {
                     let rows = batch.num_rows() as i64;
+                    let drained = until(deadline);
+                    // Waiting for room in the tail (the committer may be
+                    // stuck) ends with the drain: nothing of the request is
+                    // written or acked.
                     let enqueued = tokio::select! {
                         biased;
+                        _ = drained => break Err(Error::ShuttingDown),
                         _ = self.session.taken_over() => break Err(taken_over()),
                         enqueued = table.enqueue_unsynced(
                             name.as_ref(), offset, batch, retained,
@@ -408,7 +414,24 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
             let _ = steps.send(Step::Fail(e.into())).await;
         }
         drop(steps);
-        let _ = acker.await;
+        // An acker that failed must not leave the stream to end with OK.
+        if let Err(e) = acker.await {
+            error!(error = %e, "an ingest stream's acker failed");
+            let _ = last_words
+                .send(Err(Status::internal(
+                    "the stream failed inside the server; reconnect and resend what was not \
+                     acknowledged",
+                )))
+                .await;
+        }
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use base64::Engine as _;
 use serde::Deserialize;
-use weir_codec::json::decode_json;
+use weir_codec::json::{decode_json, decode_json_records};
 use weir_codec::protobuf::{
     MessageDescriptor, ProtoDecoder, descriptor_from_descriptor_proto,
     descriptor_from_file_descriptor_set, descriptor_from_proto_source,
@@ -191,24 +191,8 @@ impl RecordDecoder {
                     .decode(records.iter().map(AsRef::as_ref))
                     .map_err(|e| decode_error(table, e))
             }
-            Decoder::Json(schema) => {
-                let mut body = Vec::with_capacity(body_len + records.len());
-                for record in records {
-                    body.extend_from_slice(record.as_ref());
-                    body.push(b'\n');
-                }
-                let batch = decode_json(&body, Arc::clone(schema), &self.limits)
-                    .map_err(|e| decode_error(table, e))?;
-                if batch.num_rows() != records.len() {
-                    return Err(Error::BadRequest(format!(
-                        "{} JSON records hold {} objects: each record must be exactly one \
-                         JSON object",
-                        records.len(),
-                        batch.num_rows()
-                    )));
-                }
-                Ok(batch)
-            }
+            Decoder::Json(schema) => decode_json_records(records, Arc::clone(schema), &self.limits)
+                .map_err(|e| decode_error(table, e)),
         }
     }
 

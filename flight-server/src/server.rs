@@ -2,13 +2,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 use weir_provider::Catalog;
 
@@ -115,20 +117,37 @@ impl Server {
                 Some(token_addr)
             }
         };
+        if auth.is_some() && tls.is_none() && !config.listen.ip().is_loopback() {
+            warn!(
+                listen = %config.listen,
+                "authentication without [tls]: client secrets and tokens cross the network in \
+                 the clear"
+            );
+        }
+        let gate = Gate(auth.clone());
         let service = WeirService::new(Arc::clone(&catalog), &config, auth, stopped.clone())?;
         let max_message_bytes = config
             .limits
             .max_request_bytes
             .saturating_add(MESSAGE_FRAMING_BYTES);
-        let zerobus = ZerobusService::new(service.ingest().clone(), &config.data_dir)?
-            .into_server(max_message_bytes);
-        let flight = FlightServiceServer::new(service)
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+        // The token is checked on the headers, before any message is read.
+        let zerobus = InterceptedService::new(
+            ZerobusService::new(service.ingest().clone()).into_server(max_message_bytes),
+            gate.clone(),
+        );
+        let flight = InterceptedService::new(
+            FlightServiceServer::new(service)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES),
+            gate,
+        );
         let incoming = incoming(listener, tls.map(|(grpc, _)| grpc), stopped.clone());
         let mut until_stopped = stopped;
         let serving = tokio::spawn(async move {
             tonic::transport::Server::builder()
+                // Dead peers are found and their streams end.
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
                 .add_service(flight)
                 .add_service(zerobus)
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -168,13 +187,45 @@ impl Server {
     pub async fn shutdown(mut self) -> Result<()> {
         info!("shutting down");
         self.stop.send_replace(true);
-        match (&mut self.serving).await {
-            Ok(result) => result?,
-            Err(e) => return Err(Error::Config(format!("server task failed: {e}"))),
+        // Streams drain in DRAIN_GRACE; a peer that stops reading does not
+        // hold the shutdown up for longer than SHUTDOWN_WAIT.
+        match tokio::time::timeout(SHUTDOWN_WAIT, &mut self.serving).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => return Err(Error::Config(format!("server task failed: {e}"))),
+            Err(_) => {
+                warn!(
+                    seconds = SHUTDOWN_WAIT.as_secs(),
+                    "connections still open after the drain; closing them"
+                );
+                self.serving.abort();
+            }
         }
         self.catalog.shutdown().await?;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// How long shutdown waits for connections to close after the drain.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 pings on idle connections, and how long an answer may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// TLS handshakes in progress at once.
+const MAX_HANDSHAKES: usize = 256;
+
+/// The token check in front of every gRPC call: UNAUTHENTICATED without a
+/// valid bearer token when authentication is on. What the token allows is
+/// checked by each call.
+#[derive(Clone)]
+struct Gate(Option<Arc<Auth>>);
+
+impl tonic::service::Interceptor for Gate {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        crate::auth::principal(self.0.as_deref(), request.metadata())?;
+        Ok(request)
     }
 }
 
@@ -187,6 +238,7 @@ fn incoming(
     mut stop: watch::Receiver<bool>,
 ) -> ReceiverStream<std::io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -196,7 +248,9 @@ fn incoming(
             let socket = match accepted {
                 Ok((socket, _)) => socket,
                 Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
                     warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
@@ -213,8 +267,13 @@ fn incoming(
                     }
                 }
                 Some(tls) => {
+                    let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                        info!("too many TLS handshakes at once; dropping a connection");
+                        continue;
+                    };
                     let (tls, tx) = (tls.clone(), tx.clone());
                     tokio::spawn(async move {
+                        let _permit = permit;
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket)).await
                         {
                             Ok(Ok(stream)) => {
@@ -232,7 +291,7 @@ fn incoming(
 }
 
 /// How long a client may take over its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Drop for Server {
     /// A server dropped without [`Server::shutdown`] stops serving and

@@ -32,6 +32,7 @@ use weir_sql::{Access, Prepared, SqlEngine};
 
 use crate::auth::Auth;
 use crate::ingest::Ingest;
+use crate::session::Sessions;
 use crate::{Config, Error};
 
 /// Ticket handles: a query's SQL, or a statement that already ran.
@@ -59,8 +60,8 @@ impl WeirService {
             ingest: Ingest::new(
                 catalog,
                 auth,
-                config.limits.request_limits(),
-                config.limits.max_streams,
+                Sessions::new(&config.data_dir)?,
+                (config.limits.request_limits(), config.limits.max_streams),
                 shutdown,
             ),
         })

@@ -23,7 +23,8 @@
 //! `L` exact. Where the offsets live is told in `weir_provider`'s `streams`
 //! module.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,10 +37,26 @@ use crate::{Error, Result};
 /// How long a new connection waits for the one it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 
-/// The open sessions of named streams, shared by every ingest protocol.
-#[derive(Debug, Default)]
+/// The open sessions of named streams, shared by every ingest protocol,
+/// and the names retired for good.
+#[derive(Debug)]
 pub struct Sessions {
     leases: Mutex<HashMap<(String, StreamName), Arc<Lease>>>,
+    retired: Retired,
+}
+
+/// The file of retired stream names, in the data directory: one
+/// `<table id> <name>` per line.
+pub const RETIRED_STREAMS_FILE: &str = "retired-streams";
+
+/// The retired names, kept in [`RETIRED_STREAMS_FILE`] (appended and
+/// fsynced before a retirement is answered).
+#[derive(Debug)]
+struct Retired {
+    path: PathBuf,
+    names: Mutex<HashSet<(String, StreamName)>>,
+    /// One retirement written at a time.
+    writing: tokio::sync::Mutex<()>,
 }
 
 /// Who holds a name: one session at a time.
@@ -109,9 +126,17 @@ impl Drop for Hold {
 }
 
 impl Sessions {
+    /// Sessions whose retired names are kept in `data_dir`.
+    pub fn new(data_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            leases: Mutex::default(),
+            retired: Retired::load(data_dir.join(RETIRED_STREAMS_FILE))?,
+        })
+    }
+
     /// Opens a session of `name` (anonymous if `None`) into `table`. A named
     /// session takes the name over from an older one, waiting for it to
-    /// finish (see the module docs).
+    /// finish (see the module docs). A retired name is NOT_FOUND.
     pub async fn open(
         self: &Arc<Self>,
         table: Arc<Table>,
@@ -120,6 +145,28 @@ impl Sessions {
         let Some(name) = name else {
             return Ok(Session::new(table, None, None, -1));
         };
+        self.open_named(table, name, true).await
+    }
+
+    /// Retires `name` in `table` for good: recorded durably, then its open
+    /// session (if any) is taken over and ends once its writes settled,
+    /// and no session of it opens again, on any protocol. Idempotent.
+    pub async fn retire(self: &Arc<Self>, table: Arc<Table>, name: StreamName) -> Result<()> {
+        self.retired.retire(table.id(), &name).await?;
+        match self.open_named(table, name, false).await {
+            // A newer session took the name in between: it is refused once
+            // it holds the name, since the retirement is recorded.
+            Ok(_) | Err(Error::TakenOver { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn open_named(
+        self: &Arc<Self>,
+        table: Arc<Table>,
+        name: StreamName,
+        refuse_retired: bool,
+    ) -> Result<Session> {
         let key = (table.id().to_string(), name.clone());
         let lease = Arc::clone(self.leases.lock().entry(key.clone()).or_insert_with(|| {
             Arc::new(Lease {
@@ -153,9 +200,83 @@ impl Sessions {
                 stream: name.to_string(),
             });
         }
+        // Checked while holding the name: a retirement recorded before
+        // this point is seen, and one recorded after takes this session
+        // over.
+        if refuse_retired && self.retired.contains(table.id(), &name) {
+            return Err(Error::StreamNotFound {
+                stream: name.to_string(),
+                reason: "it was retired",
+            });
+        }
         let resumed_at = table.stream_offset(&name).await?;
         Ok(Session::new(table, Some(name), Some(hold), resumed_at))
     }
+}
+
+impl Retired {
+    fn load(path: PathBuf) -> Result<Self> {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        // Each record is written as "\n<table> <name>\n": a torn last
+        // record stays a line of its own, never glued to the next.
+        let names = text
+            .lines()
+            .filter_map(|line| {
+                let (table, name) = line.split_once(' ')?;
+                Some((table.to_string(), StreamName::parse(name).ok()?))
+            })
+            .collect();
+        Ok(Self {
+            path,
+            names: Mutex::new(names),
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn contains(&self, table: &str, name: &StreamName) -> bool {
+        self.names
+            .lock()
+            .contains(&(table.to_string(), name.clone()))
+    }
+
+    async fn retire(&self, table: &str, name: &StreamName) -> Result<()> {
+        let _writing = self.writing.lock().await;
+        if self.contains(table, name) {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let line = format!("\n{table} {name}\n");
+        tokio::task::spawn_blocking(move || append_durably(&path, line.as_bytes()))
+            .await
+            .map_err(|e| Error::Internal(format!("recording a retirement failed: {e}")))??;
+        self.names.lock().insert((table.to_string(), name.clone()));
+        Ok(())
+    }
+}
+
+/// Appends `bytes` to `path` and fsyncs it (and, for a new file, its
+/// directory).
+fn append_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let created = !path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(path, e))?;
+    if created && let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
 }
 
 impl Session {

@@ -14,13 +14,14 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -38,6 +39,13 @@ pub const TOKEN_PATH: &str = "/oidc/v1/token";
 /// The largest request body read.
 const MAX_BODY_BYTES: usize = 64 << 10;
 
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+
+/// How long one connection may take in all (TLS handshake, requests):
+/// token requests are small.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves the token endpoint on `listener` until `stop` turns true.
 pub fn serve(
     listener: TcpListener,
@@ -45,8 +53,14 @@ pub fn serve(
     tls: Option<Tls>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
+            let permit = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                permit = Arc::clone(&connections).acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { return };
             let accepted = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 accepted = listener.accept() => accepted,
@@ -55,30 +69,38 @@ pub fn serve(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     warn!(error = %e, "token endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let auth = Arc::clone(&auth);
             let tls = tls.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = hyper::service::service_fn(move |request| {
                     let auth = Arc::clone(&auth);
                     async move { Ok::<_, Infallible>(answer(&auth, request).await) }
                 });
-                let http = hyper::server::conn::http1::Builder::new();
-                let served = match tls {
-                    Some(tls) => match tls.accept(socket).await {
-                        Ok(stream) => http
-                            .serve_connection(TokioIo::new(stream), service)
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10));
+                let served = tokio::time::timeout(CONNECTION_TIMEOUT, async move {
+                    match tls {
+                        Some(tls) => match tls.accept(socket).await {
+                            Ok(stream) => http
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        None => http
+                            .serve_connection(TokioIo::new(socket), service)
                             .await
                             .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    },
-                    None => http
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await
-                        .map_err(|e| e.to_string()),
-                };
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| Err("timed out".to_string()));
                 if let Err(e) = served {
                     info!(%peer, error = %e, "token endpoint: connection ended");
                 }

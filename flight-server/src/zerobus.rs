@@ -23,22 +23,19 @@
 //! `PersistentStream` is the same with offsets that go on across
 //! connections and restarts: `create_stream` mints a stream id
 //! (`<table>/<uuid>`), `resume_stream` by that id answers
-//! `last_committed_offset`, the last offset durable (-1 when none is),
+//! `last_committed_offset`, the last offset durable (absent when none is),
 //! and resends at or below it are acked without being written. It is a
 //! named stream of [`crate::session`], so exactly once holds on every path
-//! the named streams have. `RetireStream` ends a persistent stream's open
-//! connection and refuses its resume from then on (the id is kept in
-//! [`RETIRED_STREAMS_FILE`] in the data directory).
+//! the named streams have. `RetireStream` retires the name for good (see
+//! [`crate::session::Sessions::retire`]): its open connection ends and no
+//! protocol can resume it.
 
-use std::collections::HashSet;
 use std::future::{Future, ready};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use parking_lot::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 use weir_codec::Limits;
 use weir_codec::protobuf::descriptor_from_descriptor_proto;
@@ -70,70 +67,11 @@ use proto::{
 #[derive(Debug, Clone)]
 pub struct ZerobusService {
     ingest: Ingest,
-    retired: Arc<Retired>,
-}
-
-/// The retired persistent streams, kept in a file of the data directory
-/// (one stream id per line, appended and fsynced before `RetireStream`
-/// answers).
-#[derive(Debug)]
-struct Retired {
-    path: PathBuf,
-    ids: Mutex<HashSet<StreamName>>,
-}
-
-/// The file of retired stream ids, in the data directory.
-pub const RETIRED_STREAMS_FILE: &str = "zerobus-retired-streams";
-
-impl Retired {
-    fn load(path: PathBuf) -> Result<Self> {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        let ids = text
-            .lines()
-            .filter_map(|line| StreamName::parse(line.trim()).ok())
-            .collect();
-        Ok(Self {
-            path,
-            ids: Mutex::new(ids),
-        })
-    }
-
-    fn contains(&self, name: &StreamName) -> bool {
-        self.ids.lock().contains(name)
-    }
-
-    /// Records `name` as retired, durably.
-    fn retire(&self, name: &StreamName) -> Result<()> {
-        use std::io::Write as _;
-        let mut ids = self.ids.lock();
-        if ids.contains(name) {
-            return Ok(());
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| Error::io(&self.path, e))?;
-        writeln!(file, "{name}")
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io(&self.path, e))?;
-        ids.insert(name.clone());
-        Ok(())
-    }
 }
 
 impl ZerobusService {
-    /// The service over `ingest`, keeping retired stream ids in
-    /// `data_dir`.
-    pub fn new(ingest: Ingest, data_dir: &Path) -> Result<Self> {
-        Ok(Self {
-            ingest,
-            retired: Arc::new(Retired::load(data_dir.join(RETIRED_STREAMS_FILE))?),
-        })
+    pub fn new(ingest: Ingest) -> Self {
+        Self { ingest }
     }
 
     /// The gRPC service, taking messages of up to `max_message_bytes`.
@@ -170,12 +108,8 @@ impl Zerobus for ZerobusService {
         let principal = self.ingest.principal(request.metadata())?;
         let (ingest, slot) = self.open()?;
         let input = request.into_inner();
-        let retired = Arc::clone(&self.retired);
         Ok(Response::new(after_headers(persistent(
-            ingest,
-            slot,
-            input,
-            (principal, retired),
+            ingest, slot, input, principal,
         ))))
     }
 
@@ -190,10 +124,7 @@ impl Zerobus for ZerobusService {
         };
         let (table, name) = persistent_id(&self.ingest, &id)?;
         principal.check_write(table.name())?;
-        self.retired.retire(&name)?;
-        // Taking the stream over ends its open connection, if any, once
-        // what it wrote is durable.
-        drop(self.ingest.open_session(table, Some(name)).await?);
+        self.ingest.retire(table, name).await?;
         Ok(Response::new(RetireStreamResponse {}))
     }
 }
@@ -255,7 +186,7 @@ async fn persistent(
     ingest: Ingest,
     slot: StreamSlot,
     mut input: Streaming<PersistentStreamRequest>,
-    (principal, retired): (Principal, Arc<Retired>),
+    principal: Principal,
 ) -> Result<Replies<PersistentStreamResponse>> {
     use persistent_stream_request::Payload;
     let (table, name, decoder, created) = match first(&mut input).await?.payload {
@@ -283,12 +214,6 @@ async fn persistent(
             };
             let (table, name) = persistent_id(&ingest, &id)?;
             principal.check_write(table.name())?;
-            if retired.contains(&name) {
-                return Err(Error::StreamNotFound {
-                    stream: id,
-                    reason: "it was retired",
-                });
-            }
             let decoder = decoder(
                 &table,
                 record_type,
@@ -305,9 +230,10 @@ async fn persistent(
             stream_id: Some(name.to_string()),
         })
     } else {
-        // -1 when nothing is durable yet: the SDKs check acks against it.
+        // Absent when nothing is durable yet, as the protocol defines.
+        let at = session.resumed_at();
         persistent_stream_response::Payload::ResumeStreamResponse(ResumeIngestStreamResponse {
-            last_committed_offset: Some(session.resumed_at()),
+            last_committed_offset: (at >= 0).then_some(at),
         })
     };
     let requests = Records {
@@ -338,6 +264,11 @@ fn persistent_id(ingest: &Ingest, id: &str) -> Result<(Arc<Table>, StreamName)> 
     let (table, _) = id
         .split_once('/')
         .ok_or_else(|| not_found("weir's stream ids are <table>/<id>"))?;
+    // Exactly the table's own name: another spelling of the table would
+    // be another stream.
+    if weir_provider::validate_name(table).is_err() {
+        return Err(not_found("weir's stream ids are <table>/<id>"));
+    }
     let name = StreamName::parse(id).map_err(|_| not_found("it is not a weir stream id"))?;
     Ok((ingest.table(table)?, name))
 }

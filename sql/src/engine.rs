@@ -8,6 +8,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result as DFResult;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -173,19 +174,33 @@ impl SqlEngine {
         let state = context.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
-        let tables = state.resolve_table_references(&statement)?;
-        for table in &tables {
-            // The catalog's own views list table names, which anyone may see.
-            if table.schema() == Some("information_schema") {
-                continue;
+        // Before planning, whose errors could show a table's columns; the
+        // table a CREATE TABLE names is not read.
+        if !is_create_table(&statement) {
+            for table in state.resolve_table_references(&statement)? {
+                check_read(allow, &table)?;
             }
-            allow(Access::Read(table.table())).map_err(Error::Denied)?;
         }
         let plan = if is_show_tables(&statement) {
             state.create_logical_plan(SHOW_TABLES).await?
         } else {
             state.statement_to_plan(statement).await?
         };
+        // And every table the plan scans, which also covers what the
+        // references miss (a recursive CTE named like a table, CTAS).
+        let mut denied = None;
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Err(e) = check_read(allow, &scan.table_name)
+            {
+                denied = Some(e);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if let Some(e) = denied {
+            return Err(e);
+        }
         match plan {
             LogicalPlan::Ddl(ddl) => {
                 allow(Access::Ddl).map_err(Error::Denied)?;
@@ -267,6 +282,22 @@ impl SqlEngine {
 /// information schema views.
 const SHOW_TABLES: &str = "SELECT table_name FROM information_schema.tables \
      WHERE table_schema = 'public' ORDER BY table_name";
+
+fn is_create_table(statement: &DFStatement) -> bool {
+    matches!(statement, DFStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::CreateTable(_)))
+}
+
+/// Asks `allow` about reading `table`. The catalog's own views (table
+/// names and schemas) are open to anyone.
+fn check_read(
+    allow: &(dyn Fn(Access<'_>) -> std::result::Result<(), String> + Sync),
+    table: &TableReference,
+) -> Result<()> {
+    if table.schema() == Some("information_schema") {
+        return Ok(());
+    }
+    allow(Access::Read(table.table())).map_err(Error::Denied)
+}
 
 fn is_show_tables(statement: &DFStatement) -> bool {
     matches!(statement, DFStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::ShowTables { .. }))

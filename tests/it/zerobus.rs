@@ -445,12 +445,25 @@ async fn a_persistent_stream_is_exactly_once_across_restarts() {
         .table(TABLE)
         .no_auth()
         .json()
-        .resume(id)
+        .resume(id.clone())
         .await
         .err()
         .expect("a retired stream");
     assert!(!err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains("retired"), "{err}");
+    // Nor under its name on another protocol.
+    let options = weir_client::StreamOptions {
+        name: Some(id),
+        ..Default::default()
+    };
+    let err = server
+        .client()
+        .await
+        .open_stream("sensors", crate::support::sensors_schema(), options)
+        .await
+        .expect_err("a retired name");
+    assert!(err.to_string().contains("retired"), "{err}");
+    assert_eq!(server.count("sensors").await, 650);
 }
 
 /// The wire protocol itself, with the SDK's generated client: what a
