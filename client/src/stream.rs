@@ -12,15 +12,15 @@ use arrow_flight::{FlightData, FlightDescriptor};
 use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use weir_codec::flight::{AckMetadata, RequestMetadata};
 
 use crate::{Error, Result};
 
 /// The header naming a resumable stream (weir's ingest convention).
-pub const STREAM_NAME_HEADER: &str = "x-weir-stream-name";
+pub use weir_codec::flight::STREAM_NAME_HEADER;
 
 /// A connection to a weir server.
 #[derive(Debug, Clone)]
@@ -81,12 +81,6 @@ struct AckState {
     failed: Option<Arc<tonic::Status>>,
     /// Set when the ack stream ended.
     ended: bool,
-}
-
-#[derive(Deserialize)]
-struct AckJson {
-    ack_up_to_offset: i64,
-    ack_up_to_records: i64,
 }
 
 /// One request of a stream, kept until it is acknowledged.
@@ -353,8 +347,8 @@ impl Stream {
         };
         if let Some(last) = messages.pop() {
             let wire = offset - connection.base;
-            let metadata = format!("{{\"offset_id\":{wire}}}");
-            messages.push(last.with_app_metadata(metadata.into_bytes()));
+            let metadata = RequestMetadata { offset_id: wire };
+            messages.push(last.with_app_metadata(metadata.encode()));
         }
         for message in messages {
             connection.outgoing.send(message).await.map_err(|_| ())?;
@@ -530,12 +524,13 @@ fn retryable(code: tonic::Code) -> bool {
     )
 }
 
+/// An ack; a notice that the server will close the stream is an ack too
+/// (the stream reconnects once the server ends it).
 fn parse_ack(metadata: &[u8]) -> Result<Ack> {
-    let json: AckJson = serde_json::from_slice(metadata)
-        .map_err(|e| Error::Protocol(format!("{e}: {}", String::from_utf8_lossy(metadata))))?;
+    let ack = AckMetadata::decode(metadata).map_err(Error::Protocol)?;
     Ok(Ack {
-        offset: json.ack_up_to_offset,
-        records: json.ack_up_to_records,
+        offset: ack.ack_up_to_offset,
+        records: ack.ack_up_to_records,
     })
 }
 

@@ -12,7 +12,9 @@
 //!   allocates;
 //! - [`protobuf`]: protobuf records with a descriptor given at run time,
 //!   decoded in one pass straight into Arrow columns;
-//! - [`json`]: newline-delimited JSON objects or a JSON array of objects.
+//! - [`json`]: newline-delimited JSON objects or a JSON array of objects;
+//! - [`flight`]: the `DoPut` convention's headers, request metadata and
+//!   acks, shared by the server and `weir-client`.
 //!
 //! Nothing here touches the network or the disk, so every rule is tested by
 //! plain unit tests.
@@ -35,6 +37,7 @@
 
 mod conform;
 mod error;
+pub mod flight;
 pub mod ipc;
 pub mod ipc_stream;
 pub mod json;

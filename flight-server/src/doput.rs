@@ -41,9 +41,9 @@ use arrow::array::RecordBatch;
 use arrow_flight::PutResult;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use futures::StreamExt;
-use serde::Deserialize;
 use tonic::Request;
 use weir_codec::Limits;
+use weir_codec::flight::{AckMetadata, RequestMetadata};
 use weir_codec::ipc_stream::{IpcMessage, IpcStreamDecoder};
 use weir_provider::{StreamName, Table};
 
@@ -51,11 +51,7 @@ use crate::ingest::{Incoming, Ingest, Protocol, Replies, Requests, Rows};
 use crate::records::{RecordDecoder, RecordsHeader};
 use crate::{Error, Result};
 
-/// The header naming the table, as the Zerobus SDKs send it.
-pub const TABLE_HEADER: &str = "x-databricks-zerobus-table-name";
-
-/// The header naming a resumable stream.
-pub const STREAM_NAME_HEADER: &str = "x-weir-stream-name";
+pub use weir_codec::flight::{STREAM_NAME_HEADER, TABLE_HEADER};
 
 /// The response stream of `DoPut`.
 pub type AckStream = Replies<PutResult>;
@@ -133,7 +129,7 @@ impl Ingest {
         };
 
         let session = self.open_session(table, stream_name).await?;
-        let ready = ack(session.resumed_at(), 0);
+        let ready = ack(session.resumed_at().get(), 0);
         self.run(slot, session, source, Flight, vec![ready]).await
     }
 }
@@ -149,13 +145,12 @@ impl Protocol for Flight {
     }
 
     fn closing(&self, grace: Duration, offset: i64, records: i64) -> PutResult {
-        let json = serde_json::json!({
-            "ack_up_to_offset": offset,
-            "ack_up_to_records": records,
-            "close_stream_duration_ms": grace.as_millis() as u64,
-        });
+        let ack = AckMetadata {
+            close_stream_duration_ms: Some(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX)),
+            ..AckMetadata::ack(offset, records)
+        };
         PutResult {
-            app_metadata: json.to_string().into(),
+            app_metadata: ack.encode().into(),
         }
     }
 }
@@ -248,32 +243,16 @@ impl Requests for Source {
 }
 
 fn ack(offset: i64, records: i64) -> PutResult {
-    let json = serde_json::json!({
-        "ack_up_to_offset": offset,
-        "ack_up_to_records": records,
-    });
     PutResult {
-        app_metadata: json.to_string().into(),
+        app_metadata: AckMetadata::ack(offset, records).encode().into(),
     }
-}
-
-#[derive(Deserialize)]
-struct BatchMetadata {
-    offset_id: i64,
 }
 
 /// The batch's `offset_id`; `None` when it has no metadata.
 fn offset_of(app_metadata: &[u8]) -> Result<Option<i64>> {
-    if app_metadata.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_slice::<BatchMetadata>(app_metadata)
-        .map(|m| Some(m.offset_id))
-        .map_err(|e| {
-            Error::BadRequest(format!(
-                "batch app_metadata must be JSON {{\"offset_id\": n}}: {e}"
-            ))
-        })
+    RequestMetadata::decode(app_metadata)
+        .map(|m| m.map(|m| m.offset_id))
+        .map_err(Error::BadRequest)
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ pub enum Error {
     /// A broken invariant inside weir.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A negative `offset_id`.
+    #[error("offset_id {0} is negative: offsets count 0, 1, 2, ...")]
+    BadOffset(i64),
     /// A request's `offset_id` is not the next one of its stream.
     #[error("offset_id {got} is out of order: this stream expects {expected} next")]
     OutOfOrder { expected: i64, got: i64 },
@@ -202,7 +205,7 @@ fn code_of(e: &Error) -> Code {
         Error::Input(e) => input_code(e),
         Error::Upstream(status) => status.code(),
         Error::MessageTooLarge(_) | Error::TooManyStreams { .. } => Code::ResourceExhausted,
-        Error::OutOfOrder { .. } => Code::OutOfRange,
+        Error::OutOfOrder { .. } | Error::BadOffset(_) => Code::OutOfRange,
         Error::ShuttingDown | Error::StreamBusy { .. } => Code::Unavailable,
         Error::TakenOver { .. } => Code::Aborted,
         Error::StreamNotFound { .. } => Code::NotFound,

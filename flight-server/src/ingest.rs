@@ -49,7 +49,7 @@ use weir_provider::{Catalog, StreamName, Table};
 use weir_wal::PendingAppend;
 
 use crate::auth::{Auth, Principal};
-use crate::session::{Admit, Durability, Session, Sessions};
+use crate::session::{Admit, Durability, Offset, Session, Sessions};
 use crate::{Error, Result};
 
 /// Requests accepted but not yet acked, per stream.
@@ -273,12 +273,12 @@ impl Ingest {
 enum Step {
     Append {
         pending: PendingAppend,
-        offset: i64,
+        offset: Offset,
         records: i64,
     },
     /// A resend of a named stream, already durable.
     Duplicate {
-        offset: i64,
+        offset: Offset,
         records: i64,
     },
     /// The server will end the stream after this long.
@@ -291,7 +291,7 @@ type AckSender<M> = (mpsc::Sender<Result<M, Status>>, oneshot::Sender<Status>);
 /// The last ack sent: its offset and the rows up to it on this connection.
 #[derive(Debug, Clone, Copy)]
 struct LastAck {
-    offset: i64,
+    offset: Offset,
     records: i64,
 }
 
@@ -383,7 +383,7 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
                         _ = drained => break Err(Error::ShuttingDown),
                         _ = self.session.taken_over() => break Err(taken_over()),
                         enqueued = table.enqueue_unsynced(
-                            name.as_ref(), offset, batch, retained,
+                            name.as_ref(), offset.get(), batch, retained,
                             Some(self.session.wal_epoch()),
                         ) => enqueued,
                     };
@@ -395,7 +395,7 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
                 Ok(done) => done,
                 Err(e) => {
                     break Err(Error::Batch {
-                        offset,
+                        offset: offset.get(),
                         source: Box::new(e),
                     });
                 }
@@ -458,15 +458,17 @@ async fn acknowledge<P: Protocol>(
                 Ok(_) => {
                     durability.durable(offset);
                     last_ack = LastAck { offset, records };
-                    Ok(protocol.ack(offset, records))
+                    Ok(protocol.ack(offset.get(), records))
                 }
                 Err(e) => Err(Status::from(Error::Wal(e))),
             },
             Step::Duplicate { offset, records } => {
                 last_ack = LastAck { offset, records };
-                Ok(protocol.ack(offset, records))
+                Ok(protocol.ack(offset.get(), records))
             }
-            Step::Closing(grace) => Ok(protocol.closing(grace, last_ack.offset, last_ack.records)),
+            Step::Closing(grace) => {
+                Ok(protocol.closing(grace, last_ack.offset.get(), last_ack.records))
+            }
             Step::Fail(status) => Err(status),
         };
         let last = reply.is_err();

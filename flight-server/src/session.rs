@@ -68,13 +68,42 @@ struct Lease {
     generation: watch::Sender<u64>,
 }
 
+/// A request's place in its stream: 0, 1, 2, ... ([`Offset::NONE`], -1,
+/// stands before the first). Producers' offsets become one only through
+/// [`Offset::new`], which refuses negative numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Offset(i64);
+
+impl Offset {
+    /// Before the first request: nothing of the stream is durable.
+    pub const NONE: Offset = Offset(-1);
+
+    /// A producer's `offset_id`, which must not be negative.
+    pub fn new(offset: i64) -> Result<Self> {
+        if offset < 0 {
+            return Err(Error::BadOffset(offset));
+        }
+        Ok(Self(offset))
+    }
+
+    /// As the wire says it: -1 for [`Offset::NONE`].
+    pub fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The offset after this one.
+    pub fn next(self) -> Offset {
+        Offset(self.0.saturating_add(1))
+    }
+}
+
 /// What a session does with a request's offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
     /// New rows: write them under this offset.
-    Write(i64),
+    Write(Offset),
     /// Already durable (a resend): acknowledge, do not write.
-    Duplicate(i64),
+    Duplicate(Offset),
 }
 
 /// One connection of a stream.
@@ -82,9 +111,9 @@ pub enum Admit {
 pub struct Session {
     shared: Arc<Shared>,
     /// The stream's last durable offset when the session opened.
-    resumed_at: i64,
+    resumed_at: Offset,
     /// The last offset this session received.
-    last_seen: Option<i64>,
+    last_seen: Option<Offset>,
     /// The WAL's failure count when the session opened: once a write
     /// failed, the session writes nothing more (see
     /// [`Table::enqueue_unsynced`]).
@@ -143,7 +172,7 @@ impl Sessions {
         name: Option<StreamName>,
     ) -> Result<Session> {
         let Some(name) = name else {
-            return Ok(Session::new(table, None, None, -1));
+            return Ok(Session::new(table, None, None, Offset::NONE));
         };
         self.open_named(table, name, true).await
     }
@@ -209,7 +238,8 @@ impl Sessions {
                 reason: "it was retired",
             });
         }
-        let resumed_at = table.stream_offset(&name).await?;
+        // The table keeps only offsets it was given: -1 or above.
+        let resumed_at = Offset(table.stream_offset(&name).await?.max(-1));
         Ok(Session::new(table, Some(name), Some(hold), resumed_at))
     }
 }
@@ -280,7 +310,7 @@ fn append_durably(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl Session {
-    fn new(table: Arc<Table>, name: Option<StreamName>, hold: Option<Hold>, at: i64) -> Self {
+    fn new(table: Arc<Table>, name: Option<StreamName>, hold: Option<Hold>, at: Offset) -> Self {
         Self {
             wal_epoch: table.wal_epoch(),
             shared: Arc::new(Shared { table, name, hold }),
@@ -300,7 +330,7 @@ impl Session {
 
     /// The stream's last durable offset when the session opened: -1 for an
     /// anonymous stream or a new name. The producer resumes after it.
-    pub fn resumed_at(&self) -> i64 {
+    pub fn resumed_at(&self) -> Offset {
         self.resumed_at
     }
 
@@ -311,11 +341,11 @@ impl Session {
     }
 
     /// The offset the next request gets when it names none.
-    pub fn next_offset(&self) -> i64 {
+    pub fn next_offset(&self) -> Offset {
         self.last_seen
             .unwrap_or(self.resumed_at)
             .max(self.resumed_at)
-            + 1
+            .next()
     }
 
     /// Decides what to do with a request at `offset` (`None`: the next).
@@ -324,7 +354,10 @@ impl Session {
     /// without being written.
     pub fn admit(&mut self, offset: Option<i64>) -> Result<Admit> {
         let next = self.next_offset();
-        let offset = offset.unwrap_or(next);
+        let offset = match offset {
+            Some(offset) => Offset::new(offset)?,
+            None => next,
+        };
         let increasing = self.last_seen.is_none_or(|last| offset > last);
         if increasing && offset <= self.resumed_at && self.name().is_some() {
             self.last_seen = Some(offset);
@@ -332,8 +365,8 @@ impl Session {
         }
         if offset != next {
             return Err(Error::OutOfOrder {
-                expected: next,
-                got: offset,
+                expected: next.get(),
+                got: offset.get(),
             });
         }
         self.last_seen = Some(offset);
@@ -356,9 +389,9 @@ impl Session {
 
 impl Durability {
     /// Records that the request at `offset` is durable.
-    pub fn durable(&self, offset: i64) {
+    pub fn durable(&self, offset: Offset) {
         if let Some(name) = &self.shared.name {
-            self.shared.table.stream_durable(name, offset);
+            self.shared.table.stream_durable(name, offset.get());
         }
     }
 

@@ -231,7 +231,7 @@ async fn persistent(
         })
     } else {
         // Absent when nothing is durable yet, as the protocol defines.
-        let at = session.resumed_at();
+        let at = session.resumed_at().get();
         persistent_stream_response::Payload::ResumeStreamResponse(ResumeIngestStreamResponse {
             last_committed_offset: (at >= 0).then_some(at),
         })

@@ -206,6 +206,21 @@ async fn a_stream_name_is_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negative_offset_is_refused_not_taken_for_a_resend() {
+    let server = server_with_sensors().await;
+    let mut call = Call::open(&server, "p").await.unwrap();
+    assert_eq!(call.ready, -1);
+    call.send(-1, sensor_batch(0, 10)).await;
+    let status = call.ack().await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("offset_id -1 is negative"),
+        "{status:?}"
+    );
+    assert_eq!(server.count("sensors").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_reconnects_and_resends_exactly_once_across_a_restart() {
     let mut server = server_with_sensors().await;
     let client = server.client().await;
