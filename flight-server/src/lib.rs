@@ -29,6 +29,7 @@ mod config;
 pub mod doput;
 mod error;
 pub mod ingest;
+pub mod metadata;
 pub mod node;
 pub mod records;
 mod server;

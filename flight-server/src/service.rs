@@ -18,7 +18,8 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{DoPutError, FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    Any, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, SqlInfo,
+    Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, SqlInfo,
     TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
@@ -32,6 +33,7 @@ use weir_sql::{Access, Prepared, SqlEngine};
 
 use crate::auth::Auth;
 use crate::ingest::Ingest;
+use crate::metadata;
 use crate::session::Sessions;
 use crate::{Config, Error};
 
@@ -212,6 +214,125 @@ impl FlightSqlService for WeirService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.ingest.principal(request.metadata())?;
+        let schema = metadata::catalogs_schema(&query);
+        Ok(Response::new(metadata::info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.ingest.principal(request.metadata())?;
+        Ok(Response::new(metadata::catalogs(query)?))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.ingest.principal(request.metadata())?;
+        let schema = metadata::schemas_schema(&query);
+        Ok(Response::new(metadata::info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.ingest.principal(request.metadata())?;
+        Ok(Response::new(metadata::schemas(query)?))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.ingest.principal(request.metadata())?;
+        let schema = metadata::tables_schema(&query);
+        Ok(Response::new(metadata::info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        let principal = self.ingest.principal(request.metadata())?;
+        Ok(Response::new(metadata::tables(
+            query,
+            self.engine.catalog(),
+            &principal,
+        )?))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.ingest.principal(request.metadata())?;
+        let schema = metadata::table_types_schema(&query);
+        Ok(Response::new(metadata::info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.ingest.principal(request.metadata())?;
+        Ok(Response::new(metadata::table_types(query)?))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.ingest.principal(request.metadata())?;
+        let schema = metadata::sql_info_schema(&query);
+        Ok(Response::new(metadata::info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.ingest.principal(request.metadata())?;
+        Ok(Response::new(metadata::sql_info(query)?))
+    }
 }
 
 /// Gives every column of `batch` buffers of its own where it shares one with

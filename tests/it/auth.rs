@@ -229,6 +229,23 @@ async fn every_protocol_refuses_a_call_without_a_valid_token() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     server.token = Some(reader);
     assert_eq!(server.count("sensors").await, 0);
+    // The catalog lists only what the client may read.
+    let mut client = server.flight_sql().await;
+    let info = client
+        .get_tables(arrow_flight::sql::CommandGetTables::default())
+        .await
+        .unwrap();
+    let mut listed = Vec::new();
+    for endpoint in info.endpoint {
+        use futures::TryStreamExt;
+        let stream = client.do_get(endpoint.ticket.unwrap()).await.unwrap();
+        for batch in stream.try_collect::<Vec<_>>().await.unwrap() {
+            let names = batch.column_by_name("table_name").unwrap();
+            let names = arrow::array::AsArray::as_string::<i32>(names);
+            listed.extend(names.iter().flatten().map(str::to_string));
+        }
+    }
+    assert_eq!(listed, vec!["sensors"]);
     let status = server.try_sql("SELECT * FROM other").await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("other"), "{status:?}");

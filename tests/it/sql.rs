@@ -125,3 +125,80 @@ async fn ddl_through_flight_sql_statement_update() {
     );
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
 }
+
+/// The rows of every endpoint of `info`, read with the Rust FlightSQL
+/// client.
+async fn metadata_rows(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    info: arrow_flight::FlightInfo,
+) -> String {
+    use futures::TryStreamExt;
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let stream = client.do_get(endpoint.ticket.unwrap()).await.unwrap();
+        batches.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    }
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_metadata_over_flight_sql() {
+    use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+    let server = TestServer::start().await;
+    server.sql(SENSORS_DDL).await;
+    server.sql("CREATE TABLE other (k VARCHAR)").await;
+    let mut client = server.flight_sql().await;
+
+    let info = client.get_catalogs().await.unwrap();
+    insta::assert_snapshot!(metadata_rows(&mut client, info).await, @"
+    +--------------+
+    | catalog_name |
+    +--------------+
+    | datafusion   |
+    +--------------+
+    ");
+    let info = client
+        .get_db_schemas(CommandGetDbSchemas::default())
+        .await
+        .unwrap();
+    insta::assert_snapshot!(metadata_rows(&mut client, info).await, @"
+    +--------------+----------------+
+    | catalog_name | db_schema_name |
+    +--------------+----------------+
+    | datafusion   | public         |
+    +--------------+----------------+
+    ");
+    let tables = CommandGetTables {
+        table_name_filter_pattern: Some("s%".into()),
+        include_schema: true,
+        ..Default::default()
+    };
+    let info = client.get_tables(tables).await.unwrap();
+    let rows = metadata_rows(&mut client, info).await;
+    assert!(
+        rows.contains("sensors") && !rows.contains("other"),
+        "{rows}"
+    );
+    let info = client.get_table_types().await.unwrap();
+    insta::assert_snapshot!(metadata_rows(&mut client, info).await, @"
+    +------------+
+    | table_type |
+    +------------+
+    | TABLE      |
+    +------------+
+    ");
+    let info = client
+        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::SqlDdlTable])
+        .await
+        .unwrap();
+    insta::assert_snapshot!(metadata_rows(&mut client, info).await, @"
+    +-----------+---------------------+
+    | info_name | value               |
+    +-----------+---------------------+
+    | 0         | {string_value=weir} |
+    | 502       | {bool_value=true}   |
+    +-----------+---------------------+
+    ");
+}

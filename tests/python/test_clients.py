@@ -115,3 +115,43 @@ def test_adbc_flightsql_queries_and_ddl(weir):
         with conn.cursor() as cur:
             cur.execute("SELECT sum(v) AS total, count(*) AS n FROM readings")
             assert cur.fetchone() == (4.5, 3)
+
+
+def test_adbc_catalog_metadata(weir):
+    """What a BI tool asks first: server info, the catalog tree, a table's
+    schema, the table types."""
+    import adbc_driver_flightsql.dbapi as dbapi
+
+    weir.sql("CREATE TABLE sensors (id BIGINT NOT NULL, ts TIMESTAMP, temp DOUBLE, site VARCHAR)")
+    weir.sql("CREATE TABLE other_table (k VARCHAR)")
+    with dbapi.connect(f"grpc://{weir.addr}") as conn:
+        info = conn.adbc_get_info()
+        assert info["vendor_name"] == "weir"
+        assert info["vendor_version"] == "0.1.0"
+
+        assert conn.adbc_get_table_types() == ["TABLE"]
+
+        catalogs = conn.adbc_get_objects(depth="catalogs").read_all().to_pylist()
+        assert [c["catalog_name"] for c in catalogs] == ["datafusion"]
+        schemas = conn.adbc_get_objects(depth="db_schemas").read_all().to_pylist()
+        assert [s["db_schema_name"] for s in schemas[0]["catalog_db_schemas"]] == ["public"]
+        tables = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+        names = [t["table_name"] for t in tables[0]["catalog_db_schemas"][0]["db_schema_tables"]]
+        assert names == ["other_table", "sensors"]
+        # Filters are SQL LIKE patterns.
+        filtered = conn.adbc_get_objects(depth="tables", table_name_filter="sen%").read_all().to_pylist()
+        names = [t["table_name"] for t in filtered[0]["catalog_db_schemas"][0]["db_schema_tables"]]
+        assert names == ["sensors"]
+        columns = conn.adbc_get_objects(depth="all", table_name_filter="sensors").read_all().to_pylist()
+        table = columns[0]["catalog_db_schemas"][0]["db_schema_tables"][0]
+        assert [c["column_name"] for c in table["table_columns"]] == ["id", "ts", "temp", "site"]
+
+        schema = conn.adbc_get_table_schema("sensors")
+        assert schema.names == ["id", "ts", "temp", "site"]
+        assert schema.field("id").type == pa.int64() and not schema.field("id").nullable
+        assert schema.field("ts").type == pa.timestamp("us", tz="UTC")
+
+        with conn.cursor() as cur:
+            cur.execute("SELECT id, site FROM sensors")
+            assert [d[0] for d in cur.description] == ["id", "site"]
+            assert cur.fetchall() == []
