@@ -5,9 +5,12 @@
 //!
 //! Statements: `GetFlightInfo(CommandStatementQuery)` plans the query (and
 //! runs DDL at once, so that it runs exactly once) and returns a ticket
-//! holding the SQL; `DoGet` plans it again and streams the rows, so what a
-//! query sees is the table as of `DoGet`. `DoPut(CommandStatementUpdate)`
-//! runs DDL and returns 0 affected rows.
+//! holding the SQL, signed with a key of this server's run; `DoGet` checks
+//! the signature, plans the SQL again (refusing anything but a query) and
+//! streams the rows, so what a query sees is the table as of `DoGet`. A
+//! crafted or altered ticket runs nothing. `DoPut(CommandStatementUpdate)`
+//! runs DDL and returns 0 affected rows. Catalog metadata is in
+//! [`crate::metadata`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use arrow_flight::sql::{
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
+use ring::hmac;
 use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
@@ -37,15 +41,31 @@ use crate::metadata;
 use crate::session::Sessions;
 use crate::{Config, Error};
 
-/// Ticket handles: a query's SQL, or a statement that already ran.
-const QUERY_PREFIX: &[u8] = b"query:";
+/// Ticket handles: a query's SQL, signed, or a statement that already ran.
+const QUERY_PREFIX: &[u8] = b"q1:";
 const DONE_HANDLE: &[u8] = b"done";
 
+/// Bytes of the signature a query handle starts with.
+const HANDLE_TAG_BYTES: usize = 32;
+
 /// weir's Flight and FlightSQL service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WeirService {
     engine: SqlEngine,
     ingest: Ingest,
+    /// Signs the query handles this server hands out, so that `DoGet`
+    /// runs only SQL a client submitted as a query (a key per start: a
+    /// handle does not outlive the server).
+    tickets: Arc<hmac::Key>,
+}
+
+impl std::fmt::Debug for WeirService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeirService")
+            .field("engine", &self.engine)
+            .field("ingest", &self.ingest)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WeirService {
@@ -57,7 +77,10 @@ impl WeirService {
         auth: Option<Arc<Auth>>,
         shutdown: watch::Receiver<bool>,
     ) -> crate::Result<Self> {
+        let tickets = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .map_err(|_| Error::Internal("no system randomness for the ticket key".into()))?;
         Ok(Self {
+            tickets: Arc::new(tickets),
             engine: SqlEngine::new(Arc::clone(&catalog), config.query_config())?,
             ingest: Ingest::new(
                 catalog,
@@ -85,10 +108,24 @@ impl WeirService {
     /// Plans `sql` for the caller of a call with `metadata`: every table
     /// it reads, and DDL, must be within the caller's grants.
     async fn prepare(&self, sql: &str, metadata: &MetadataMap) -> Result<Prepared, Status> {
+        self.prepare_as(sql, metadata, true).await
+    }
+
+    /// [`WeirService::prepare`]; without `ddl`, DDL is refused before it
+    /// runs.
+    async fn prepare_as(
+        &self,
+        sql: &str,
+        metadata: &MetadataMap,
+        ddl: bool,
+    ) -> Result<Prepared, Status> {
         let principal = self.ingest.principal(metadata)?;
         let allow = |access: Access<'_>| {
             match access {
                 Access::Read(table) => principal.check_read(table),
+                Access::Ddl if !ddl => Err(Error::PermissionDenied(
+                    "a ticket runs only the query it was issued for".into(),
+                )),
                 Access::Ddl => principal.check_ddl(),
             }
             .map_err(|e| match e {
@@ -101,6 +138,24 @@ impl WeirService {
             .prepare_checked(sql, &allow)
             .await
             .map_err(Error::from)?)
+    }
+
+    /// The handle of a query: its SQL, signed.
+    fn query_handle(&self, sql: &str) -> Vec<u8> {
+        let tag = hmac::sign(&self.tickets, sql.as_bytes());
+        [QUERY_PREFIX, tag.as_ref(), sql.as_bytes()].concat()
+    }
+
+    /// The SQL of a query handle this server issued.
+    fn query_of<'a>(&self, handle: &'a [u8]) -> Result<&'a str, Error> {
+        let invalid = || Error::BadRequest("unknown or forged statement handle".into());
+        let signed = handle.strip_prefix(QUERY_PREFIX).ok_or_else(invalid)?;
+        if signed.len() < HANDLE_TAG_BYTES {
+            return Err(invalid());
+        }
+        let (tag, sql) = signed.split_at(HANDLE_TAG_BYTES);
+        hmac::verify(&self.tickets, sql, tag).map_err(|_| invalid())?;
+        std::str::from_utf8(sql).map_err(|_| invalid())
     }
 
     /// The ingest layer, to share with the other ingest services.
@@ -124,7 +179,7 @@ impl FlightSqlService for WeirService {
         let prepared = self.prepare(&query.query, request.metadata()).await?;
         let schema = SqlEngine::result_schema(&prepared);
         let handle = match prepared {
-            Prepared::Query { .. } => [QUERY_PREFIX, query.query.as_bytes()].concat(),
+            Prepared::Query { .. } => self.query_handle(&query.query),
             Prepared::Done => DONE_HANDLE.to_vec(),
         };
         let ticket = TicketStatementQuery {
@@ -150,11 +205,11 @@ impl FlightSqlService for WeirService {
         if handle == DONE_HANDLE {
             return Ok(Response::new(Box::pin(futures::stream::empty())));
         }
-        let sql = handle
-            .strip_prefix(QUERY_PREFIX)
-            .and_then(|sql| std::str::from_utf8(sql).ok())
-            .ok_or_else(|| Error::BadRequest("unknown statement handle".into()))?;
-        let Prepared::Query { plan, context } = self.prepare(sql, request.metadata()).await? else {
+        let sql = self.query_of(handle)?;
+        // Only a query: a handle is never a way to run DDL.
+        let Prepared::Query { plan, context } =
+            self.prepare_as(sql, request.metadata(), false).await?
+        else {
             return Err(Error::BadRequest("the ticket does not hold a query".into()).into());
         };
         let stream = self

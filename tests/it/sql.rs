@@ -202,3 +202,47 @@ async fn catalog_metadata_over_flight_sql() {
     +-----------+---------------------+
     ");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_ticket_runs_nothing() {
+    use arrow_flight::Ticket;
+    use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+    use prost::Message;
+    let server = TestServer::start().await;
+    server.sql(SENSORS_DDL).await;
+    let mut client = server.flight_sql().await;
+    let ticket = |handle: Vec<u8>| {
+        let handle = TicketStatementQuery {
+            statement_handle: handle.into(),
+        };
+        Ticket::new(handle.as_any().encode_to_vec())
+    };
+    // The old unsigned form, a forged signature, and a real handle of a
+    // query whose bytes were changed to DDL: none runs.
+    let mut forged = b"q1:".to_vec();
+    forged.extend([0u8; 32]);
+    forged.extend(b"DROP TABLE sensors");
+    let info = client
+        .execute("SELECT count(*) FROM sensors".into(), None)
+        .await
+        .unwrap();
+    let real = &info.endpoint[0].ticket.as_ref().unwrap().ticket;
+    let real: TicketStatementQuery = arrow_flight::sql::Any::decode(real.clone())
+        .unwrap()
+        .unpack()
+        .unwrap()
+        .unwrap();
+    let mut tampered = real.statement_handle.to_vec();
+    let at = tampered.len() - "SELECT count(*) FROM sensors".len();
+    tampered.truncate(at);
+    tampered.extend(b"DROP TABLE sensors");
+    for handle in [b"query:DROP TABLE sensors".to_vec(), forged, tampered] {
+        let status = match client.do_get(ticket(handle)).await {
+            Ok(_) => panic!("a crafted ticket was answered"),
+            Err(e) => to_status(e),
+        };
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("forged"), "{status:?}");
+    }
+    assert_eq!(server.count("sensors").await, 0);
+}
