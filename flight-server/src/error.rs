@@ -77,8 +77,8 @@ pub enum Error {
     /// A broken invariant inside weir.
     #[error("internal error: {0}")]
     Internal(String),
-    /// A negative `offset_id`.
-    #[error("offset_id {0} is negative: offsets count 0, 1, 2, ...")]
+    /// A negative `offset_id`, or a stream at the last offset there is.
+    #[error("offset_id {0} is out of range: offsets count 0, 1, 2, ... up to 2^63 - 1")]
     BadOffset(i64),
     /// A request's `offset_id` is not the next one of its stream.
     #[error("offset_id {got} is out of order: this stream expects {expected} next")]

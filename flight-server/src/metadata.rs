@@ -4,8 +4,9 @@
 //! weir has one catalog and one schema, the names SQL resolves
 //! (`datafusion.public.<table>`); every table is of type `TABLE`. Filter
 //! patterns (SQL `LIKE`) are applied by arrow-flight's builders, which
-//! also give each answer the exact schema the protocol defines. A client
-//! sees only the tables it may read.
+//! also give each answer the exact schema the protocol defines.
+//! `GetTables` lists only the tables the client may read (names and
+//! columns remain visible through `information_schema`).
 
 use std::sync::{Arc, LazyLock};
 

@@ -148,7 +148,13 @@ impl WeirService {
 
     /// The SQL of a query handle this server issued.
     fn query_of<'a>(&self, handle: &'a [u8]) -> Result<&'a str, Error> {
-        let invalid = || Error::BadRequest("unknown or forged statement handle".into());
+        let invalid = || {
+            Error::BadRequest(
+                "unknown, forged or expired statement handle (handles do not outlive a server \
+                 restart): call GetFlightInfo again"
+                    .into(),
+            )
+        };
         let signed = handle.strip_prefix(QUERY_PREFIX).ok_or_else(invalid)?;
         if signed.len() < HANDLE_TAG_BYTES {
             return Err(invalid());

@@ -91,9 +91,12 @@ impl Offset {
         self.0
     }
 
-    /// The offset after this one.
-    pub fn next(self) -> Offset {
-        Offset(self.0.saturating_add(1))
+    /// The offset after this one; none after `i64::MAX`.
+    pub fn next(self) -> Result<Offset> {
+        self.0
+            .checked_add(1)
+            .map(Offset)
+            .ok_or(Error::BadOffset(self.0))
     }
 }
 
@@ -341,7 +344,7 @@ impl Session {
     }
 
     /// The offset the next request gets when it names none.
-    pub fn next_offset(&self) -> Offset {
+    pub fn next_offset(&self) -> Result<Offset> {
         self.last_seen
             .unwrap_or(self.resumed_at)
             .max(self.resumed_at)
@@ -353,7 +356,7 @@ impl Session {
     /// [`Session::resumed_at`] may start anywhere: they are acknowledged
     /// without being written.
     pub fn admit(&mut self, offset: Option<i64>) -> Result<Admit> {
-        let next = self.next_offset();
+        let next = self.next_offset()?;
         let offset = match offset {
             Some(offset) => Offset::new(offset)?,
             None => next,

@@ -223,6 +223,20 @@ async fn every_protocol_refuses_a_call_without_a_valid_token() {
     let admin = server.token.take();
     let status = server.try_sql("SELECT 1").await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let mut anonymous = server.flight_sql().await;
+    let refused = [
+        anonymous.get_catalogs().await.err(),
+        anonymous.get_table_types().await.err(),
+        anonymous
+            .get_tables(arrow_flight::sql::CommandGetTables::default())
+            .await
+            .err(),
+        anonymous.get_sql_info(vec![]).await.err(),
+    ];
+    for err in refused {
+        let status = crate::support::to_status(err.expect("refused"));
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
     let reader = token(&server, "reader", "r3ad").await;
     server.token = Some(format!("{reader}x"));
     let status = server.try_sql("SELECT 1").await.unwrap_err();

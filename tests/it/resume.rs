@@ -214,7 +214,7 @@ async fn a_negative_offset_is_refused_not_taken_for_a_resend() {
     let status = call.ack().await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(
-        status.message().contains("offset_id -1 is negative"),
+        status.message().contains("offset_id -1 is out of range"),
         "{status:?}"
     );
     assert_eq!(server.count("sensors").await, 0);

@@ -1,6 +1,8 @@
 """Clients nobody here wrote: pyarrow.flight for ingest, ADBC FlightSQL for queries."""
 
 import json
+import os
+import tomllib
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -127,7 +129,9 @@ def test_adbc_catalog_metadata(weir):
     with dbapi.connect(f"grpc://{weir.addr}") as conn:
         info = conn.adbc_get_info()
         assert info["vendor_name"] == "weir"
-        assert info["vendor_version"] == "0.1.0"
+        with open(os.path.join(os.path.dirname(__file__), "../../Cargo.toml"), "rb") as f:
+            version = tomllib.load(f)["workspace"]["package"]["version"]
+        assert info["vendor_version"] == version
 
         assert conn.adbc_get_table_types() == ["TABLE"]
 
