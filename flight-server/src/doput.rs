@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow_flight::PutResult;
+use arrow_flight::sql::CommandStatementIngest;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use futures::StreamExt;
 use tonic::Request;
@@ -47,7 +48,8 @@ use weir_codec::flight::{AckMetadata, RequestMetadata};
 use weir_codec::ipc_stream::{IpcMessage, IpcStreamDecoder};
 use weir_provider::{StreamName, Table};
 
-use crate::ingest::{Incoming, Ingest, Protocol, Replies, Requests, Rows};
+use crate::auth::Principal;
+use crate::ingest::{Incoming, Ingest, Protocol, Replies, Requests, Rows, table_name};
 use crate::records::{RecordDecoder, RecordsHeader};
 use crate::{Error, Result};
 
@@ -131,6 +133,84 @@ impl Ingest {
         let session = self.open_session(table, stream_name).await?;
         let ready = ack(session.resumed_at().get(), 0);
         self.run(slot, session, source, Flight, vec![ready]).await
+    }
+
+    /// FlightSQL bulk ingest (`CommandStatementIngest`, ADBC's
+    /// `adbc_ingest`): Arrow batches into a table, created from their
+    /// schema if asked, through the same layer as every stream. Returns the
+    /// rows once all of them are durable (and visible).
+    pub async fn bulk_ingest(
+        &self,
+        principal: &Principal,
+        command: &CommandStatementIngest,
+        mut input: PeekableFlightDataStream,
+    ) -> Result<i64> {
+        use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
+        let slot = self.open_slot()?;
+        if command.temporary || command.transaction_id.is_some() {
+            return Err(Error::BadRequest(
+                "temporary tables and transactions are not supported".into(),
+            ));
+        }
+        let options = command.table_definition_options.unwrap_or_default();
+        let if_not_exist = TableNotExistOption::try_from(options.if_not_exist)
+            .unwrap_or(TableNotExistOption::Unspecified);
+        let if_exists = TableExistsOption::try_from(options.if_exists)
+            .unwrap_or(TableExistsOption::Unspecified);
+        let mut decoder = IpcStreamDecoder::new(self.limits());
+        let first = match input.next().await {
+            Some(Ok(first)) => first,
+            Some(Err(status)) => return Err(Error::from_input(status)),
+            None => return Err(Error::BadRequest("empty bulk ingest".into())),
+        };
+        let IpcMessage::Schema(schema) = decoder.decode(&first.data_header, first.data_body)?
+        else {
+            return Err(Error::BadRequest(
+                "the first message of a bulk ingest must carry the schema".into(),
+            ));
+        };
+        let name = table_name(&command.table)?;
+        principal.check_write(&name)?;
+        let table = match self.catalog().table(&name) {
+            Ok(table) => match if_exists {
+                TableExistsOption::Append => table,
+                TableExistsOption::Fail | TableExistsOption::Unspecified => {
+                    return Err(weir_provider::Error::TableExists { name }.into());
+                }
+                TableExistsOption::Replace => {
+                    return Err(Error::BadRequest(
+                        "replace is not supported: rows are appended to a table, never \
+                         rewritten; drop the table first"
+                            .into(),
+                    ));
+                }
+            },
+            Err(weir_provider::Error::TableNotFound { .. })
+                if if_not_exist == TableNotExistOption::Create =>
+            {
+                principal.check_ddl()?;
+                self.catalog().create_table(&name, &schema, true).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        table.conform(&RecordBatch::new_empty(schema), &self.limits())?;
+        let session = self.open_session(table, None).await?;
+        let mut replies = self
+            .run(
+                slot,
+                session,
+                Source::Arrow { input, decoder },
+                Flight,
+                vec![],
+            )
+            .await?;
+        let mut rows = 0;
+        while let Some(reply) = replies.next().await {
+            let reply = reply.map_err(Error::Upstream)?;
+            let ack = AckMetadata::decode(&reply.app_metadata).map_err(Error::Internal)?;
+            rows = ack.ack_up_to_records;
+        }
+        Ok(rows)
     }
 }
 

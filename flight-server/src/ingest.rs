@@ -176,6 +176,11 @@ impl Ingest {
         self.streams.open.load(Ordering::Acquire)
     }
 
+    /// The tables.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// Who a call is from (see [`crate::auth`]): UNAUTHENTICATED without
     /// a valid token when authentication is on.
     pub fn principal(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Principal> {

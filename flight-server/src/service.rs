@@ -22,8 +22,8 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{DoPutError, FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    CommandGetTables, CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -249,6 +249,18 @@ impl FlightSqlService for WeirService {
             )
             .into()),
         }
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let principal = self.ingest.principal(request.metadata())?;
+        Ok(self
+            .ingest
+            .bulk_ingest(&principal, &command, request.into_inner())
+            .await?)
     }
 
     async fn do_put_fallback(

@@ -159,3 +159,38 @@ def test_adbc_catalog_metadata(weir):
             cur.execute("SELECT id, site FROM sensors")
             assert [d[0] for d in cur.description] == ["id", "site"]
             assert cur.fetchall() == []
+
+
+def test_adbc_bulk_ingest(weir):
+    """`adbc_ingest` (FlightSQL CommandStatementIngest): create, append,
+    durable and queryable when it returns; replace is refused."""
+    import adbc_driver_flightsql.dbapi as dbapi
+    import adbc_driver_manager
+
+    data = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"]})
+    with dbapi.connect(f"grpc://{weir.addr}") as conn:
+
+        def ingest(table, mode):
+            with conn.cursor() as cur:
+                return cur.adbc_ingest(table, data, mode=mode)
+
+        def query(sql):
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchone()
+
+        assert ingest("people", "create") == 3
+        # Acked means visible: the rows are there the moment it returns.
+        assert query("SELECT count(*), sum(id) FROM people") == (3, 6)
+        assert ingest("people", "append") == 3
+        assert ingest("people", "create_append") == 3
+        assert query("SELECT count(*) FROM people") == (9,)
+        with pytest.raises(adbc_driver_manager.Error, match="(?i)exists"):
+            ingest("people", "create")
+        with pytest.raises(adbc_driver_manager.Error, match="(?i)replace is not supported"):
+            ingest("people", "replace")
+        with pytest.raises(adbc_driver_manager.Error, match="(?i)nope"):
+            ingest("nope", "append")
+        assert query("SELECT count(*) FROM people") == (9,)
+    # Another client sees them too.
+    assert weir.sql("SELECT count(*) AS n FROM people").splitlines()[1] == "9"
