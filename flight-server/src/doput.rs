@@ -35,6 +35,7 @@
 //! Sequencing, all-or-nothing requests, acks, back-pressure and the ways a
 //! stream ends are the ingest layer's: see [`crate::ingest`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -46,10 +47,12 @@ use tonic::Request;
 use weir_codec::Limits;
 use weir_codec::flight::{AckMetadata, RequestMetadata};
 use weir_codec::ipc_stream::{IpcMessage, IpcStreamDecoder};
+use weir_provider::schema::{arrow_schema_of, delta_schema_for};
 use weir_provider::{StreamName, Table};
 
 use crate::auth::Principal;
 use crate::ingest::{Incoming, Ingest, Protocol, Replies, Requests, Rows, table_name};
+use crate::metadata::{CATALOG, SCHEMA};
 use crate::records::{RecordDecoder, RecordsHeader};
 use crate::{Error, Result};
 
@@ -152,11 +155,44 @@ impl Ingest {
                 "temporary tables and transactions are not supported".into(),
             ));
         }
-        let options = command.table_definition_options.unwrap_or_default();
-        let if_not_exist = TableNotExistOption::try_from(options.if_not_exist)
-            .unwrap_or(TableNotExistOption::Unspecified);
-        let if_exists = TableExistsOption::try_from(options.if_exists)
-            .unwrap_or(TableExistsOption::Unspecified);
+        if self.shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        // weir has one catalog and one schema, as GetCatalogs and
+        // GetDbSchemas say.
+        let elsewhere =
+            |given: &Option<String>, ours: &str| given.as_deref().is_some_and(|g| g != ours);
+        if elsewhere(&command.catalog, CATALOG) || elsewhere(&command.schema, SCHEMA) {
+            return Err(Error::BadRequest(format!(
+                "weir has one catalog and schema, {CATALOG}.{SCHEMA}"
+            )));
+        }
+        let (if_not_exist, if_exists) = match command.table_definition_options {
+            Some(options) => (
+                TableNotExistOption::try_from(options.if_not_exist)
+                    .unwrap_or(TableNotExistOption::Unspecified),
+                TableExistsOption::try_from(options.if_exists)
+                    .unwrap_or(TableExistsOption::Unspecified),
+            ),
+            None => (
+                TableNotExistOption::Unspecified,
+                TableExistsOption::Unspecified,
+            ),
+        };
+        if if_not_exist == TableNotExistOption::Unspecified
+            || if_exists == TableExistsOption::Unspecified
+        {
+            return Err(Error::BadRequest(
+                "bulk ingest needs table_definition_options: if_not_exist and if_exists".into(),
+            ));
+        }
+        if if_exists == TableExistsOption::Replace {
+            return Err(Error::BadRequest(
+                "replace is not supported: rows are appended to a table, never rewritten; \
+                 drop the table first"
+                    .into(),
+            ));
+        }
         let mut decoder = IpcStreamDecoder::new(self.limits());
         let first = match input.next().await {
             Some(Ok(first)) => first,
@@ -171,29 +207,26 @@ impl Ingest {
         };
         let name = table_name(&command.table)?;
         principal.check_write(&name)?;
+        let empty = RecordBatch::new_empty(Arc::clone(&schema));
         let table = match self.catalog().table(&name) {
-            Ok(table) => match if_exists {
-                TableExistsOption::Append => table,
-                TableExistsOption::Fail | TableExistsOption::Unspecified => {
-                    return Err(weir_provider::Error::TableExists { name }.into());
-                }
-                TableExistsOption::Replace => {
-                    return Err(Error::BadRequest(
-                        "replace is not supported: rows are appended to a table, never \
-                         rewritten; drop the table first"
-                            .into(),
-                    ));
-                }
-            },
+            Ok(_) if if_exists == TableExistsOption::Fail => {
+                return Err(weir_provider::Error::TableExists { name }.into());
+            }
+            Ok(table) => table,
             Err(weir_provider::Error::TableNotFound { .. })
                 if if_not_exist == TableNotExistOption::Create =>
             {
                 principal.check_ddl()?;
-                self.catalog().create_table(&name, &schema, true).await?
+                // The data must fit the table it makes, before it is made
+                // (a nested large list, say, is stored as a list).
+                let stored = arrow_schema_of(&delta_schema_for(&schema)?)?;
+                weir_codec::conform(&empty, &stored, &self.limits())?;
+                let append = if_exists == TableExistsOption::Append;
+                self.catalog().create_table(&name, &schema, append).await?
             }
             Err(e) => return Err(e.into()),
         };
-        table.conform(&RecordBatch::new_empty(schema), &self.limits())?;
+        table.conform(&empty, &self.limits())?;
         let session = self.open_session(table, None).await?;
         let mut replies = self
             .run(
@@ -206,7 +239,20 @@ impl Ingest {
             .await?;
         let mut rows = 0;
         while let Some(reply) = replies.next().await {
-            let reply = reply.map_err(Error::Upstream)?;
+            let reply = match reply {
+                Ok(reply) => reply,
+                // Not atomic: say what of it landed.
+                Err(status) => {
+                    return Err(Error::Upstream(tonic::Status::new(
+                        status.code(),
+                        format!(
+                            "{}; the {rows} rows of the batches before it were written and stay \
+                             (a bulk ingest is not atomic: retrying all of it appends them again)",
+                            status.message()
+                        ),
+                    )));
+                }
+            };
             let ack = AckMetadata::decode(&reply.app_metadata).map_err(Error::Internal)?;
             rows = ack.ack_up_to_records;
         }

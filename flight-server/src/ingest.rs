@@ -176,6 +176,11 @@ impl Ingest {
         self.streams.open.load(Ordering::Acquire)
     }
 
+    /// Whether the server is shutting down.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// The tables.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog

@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import tomllib
 
 import pyarrow as pa
@@ -167,7 +168,8 @@ def test_adbc_bulk_ingest(weir):
     import adbc_driver_flightsql.dbapi as dbapi
     import adbc_driver_manager
 
-    data = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"]})
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string())])
+    data = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"]}, schema=schema)
     with dbapi.connect(f"grpc://{weir.addr}") as conn:
 
         def ingest(table, mode):
@@ -189,8 +191,20 @@ def test_adbc_bulk_ingest(weir):
             ingest("people", "create")
         with pytest.raises(adbc_driver_manager.Error, match="(?i)replace is not supported"):
             ingest("people", "replace")
+        with pytest.raises(adbc_driver_manager.Error, match="(?i)replace is not supported"):
+            ingest("fresh", "replace")
         with pytest.raises(adbc_driver_manager.Error, match="(?i)nope"):
             ingest("nope", "append")
         assert query("SELECT count(*) FROM people") == (9,)
+        # A batch that does not fit fails; the ones before it stay, and the
+        # error says so.
+        bad = pa.record_batch([pa.array([None], pa.int64()), pa.array(["x"])], schema=schema)
+        with conn.cursor() as cur:
+            stream = pa.RecordBatchReader.from_batches(schema, [*data.to_batches(), bad])
+            with pytest.raises(adbc_driver_manager.Error, match="3 rows of the batches before it"):
+                cur.adbc_ingest("people", stream, mode="append")
+        assert query("SELECT count(*) FROM people") == (12,)
+    with pytest.raises(subprocess.CalledProcessError):
+        weir.sql("SELECT * FROM fresh")
     # Another client sees them too.
-    assert weir.sql("SELECT count(*) AS n FROM people").splitlines()[1] == "9"
+    assert weir.sql("SELECT count(*) AS n FROM people").splitlines()[1] == "12"
