@@ -112,23 +112,13 @@ impl Ingest {
                 Source::Records { input, decoder }
             }
             None => {
-                let mut decoder = IpcStreamDecoder::new(self.limits());
-                let first = match input.next().await {
-                    Some(Ok(first)) => first,
-                    Some(Err(status)) => return Err(Error::from_input(status)),
-                    None => return Err(Error::BadRequest("empty DoPut stream".into())),
-                };
-                match decoder.decode(&first.data_header, first.data_body)? {
-                    IpcMessage::Schema(schema) => {
-                        table.conform(&RecordBatch::new_empty(schema), &self.limits())?;
-                    }
-                    _ => {
-                        return Err(Error::BadRequest(
-                            "the first DoPut message must carry the schema or a records header"
-                                .into(),
-                        ));
-                    }
-                }
+                let (schema, decoder) = self
+                    .read_schema(
+                        &mut input,
+                        "the first DoPut message must carry the schema or a records header",
+                    )
+                    .await?;
+                table.conform(&RecordBatch::new_empty(schema), &self.limits())?;
                 Source::Arrow { input, decoder }
             }
         };
@@ -136,6 +126,26 @@ impl Ingest {
         let session = self.open_session(table, stream_name).await?;
         let ready = ack(session.resumed_at().get(), 0);
         self.run(slot, session, source, Flight, vec![ready]).await
+    }
+
+    /// Reads an Arrow stream's first message, its schema; `not_schema` is
+    /// the error when it is something else. Returns the decoder that reads
+    /// the rest.
+    async fn read_schema(
+        &self,
+        input: &mut PeekableFlightDataStream,
+        not_schema: &str,
+    ) -> Result<(arrow::datatypes::SchemaRef, IpcStreamDecoder)> {
+        let mut decoder = IpcStreamDecoder::new(self.limits());
+        let first = match input.next().await {
+            Some(Ok(first)) => first,
+            Some(Err(status)) => return Err(Error::from_input(status)),
+            None => return Err(Error::BadRequest("empty DoPut stream".into())),
+        };
+        match decoder.decode(&first.data_header, first.data_body)? {
+            IpcMessage::Schema(schema) => Ok((schema, decoder)),
+            _ => Err(Error::BadRequest(not_schema.into())),
+        }
     }
 
     /// FlightSQL bulk ingest (`CommandStatementIngest`, ADBC's
@@ -193,18 +203,12 @@ impl Ingest {
                     .into(),
             ));
         }
-        let mut decoder = IpcStreamDecoder::new(self.limits());
-        let first = match input.next().await {
-            Some(Ok(first)) => first,
-            Some(Err(status)) => return Err(Error::from_input(status)),
-            None => return Err(Error::BadRequest("empty bulk ingest".into())),
-        };
-        let IpcMessage::Schema(schema) = decoder.decode(&first.data_header, first.data_body)?
-        else {
-            return Err(Error::BadRequest(
-                "the first message of a bulk ingest must carry the schema".into(),
-            ));
-        };
+        let (schema, decoder) = self
+            .read_schema(
+                &mut input,
+                "the first message of a bulk ingest must carry the schema",
+            )
+            .await?;
         let name = table_name(&command.table)?;
         principal.check_write(&name)?;
         let empty = RecordBatch::new_empty(Arc::clone(&schema));

@@ -265,12 +265,7 @@ impl Ingest {
         tokio::spawn(async move {
             if let Err(e) = task.await {
                 error!(error = %e, "an ingest stream's task failed");
-                let _ = last_words
-                    .send(Err(Status::internal(
-                        "the stream failed inside the server; reconnect and resend what was not \
-                         acknowledged",
-                    )))
-                    .await;
+                let _ = last_words.send(Err(failed_inside())).await;
             }
         });
         let ending =
@@ -427,14 +422,17 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
         // An acker that failed must not leave the stream to end with OK.
         if let Err(e) = acker.await {
             error!(error = %e, "an ingest stream's acker failed");
-            let _ = last_words
-                .send(Err(Status::internal(
-                    "the stream failed inside the server; reconnect and resend what was not \
-                     acknowledged",
-                )))
-                .await;
+            let _ = last_words.send(Err(failed_inside())).await;
         }
     }
+}
+
+/// How a stream whose task or acker failed unexpectedly ends: never with
+/// OK, which the producer would take as "all done".
+fn failed_inside() -> Status {
+    Status::internal(
+        "the stream failed inside the server; reconnect and resend what was not acknowledged",
+    )
 }
 
 /// Resolves at `deadline`; never without one.

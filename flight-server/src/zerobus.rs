@@ -434,46 +434,39 @@ fn close_signal(grace: Duration) -> CloseStreamSignal {
     }
 }
 
-struct Ephemeral;
+/// The acks and close signal of a Zerobus stream: the two RPCs say them
+/// alike, each in its own response message.
+macro_rules! zerobus_protocol {
+    ($name:ident, $message:ident, $payload:path) => {
+        struct $name;
 
-impl Protocol for Ephemeral {
-    type Message = EphemeralStreamResponse;
+        impl Protocol for $name {
+            type Message = $message;
 
-    fn ack(&self, offset: i64, _records: i64) -> Self::Message {
-        EphemeralStreamResponse {
-            payload: Some(ephemeral_stream_response::Payload::IngestRecordResponse(
-                durability_ack(offset),
-            )),
+            fn ack(&self, offset: i64, _records: i64) -> Self::Message {
+                use $payload as Payload;
+                $message {
+                    payload: Some(Payload::IngestRecordResponse(durability_ack(offset))),
+                }
+            }
+
+            fn closing(&self, grace: Duration, _offset: i64, _records: i64) -> Self::Message {
+                use $payload as Payload;
+                $message {
+                    payload: Some(Payload::CloseStreamSignal(close_signal(grace))),
+                }
+            }
         }
-    }
-
-    fn closing(&self, grace: Duration, _offset: i64, _records: i64) -> Self::Message {
-        EphemeralStreamResponse {
-            payload: Some(ephemeral_stream_response::Payload::CloseStreamSignal(
-                close_signal(grace),
-            )),
-        }
-    }
+    };
 }
 
-struct Persistent;
-
-impl Protocol for Persistent {
-    type Message = PersistentStreamResponse;
-
-    fn ack(&self, offset: i64, _records: i64) -> Self::Message {
-        PersistentStreamResponse {
-            payload: Some(persistent_stream_response::Payload::IngestRecordResponse(
-                durability_ack(offset),
-            )),
-        }
-    }
-
-    fn closing(&self, grace: Duration, _offset: i64, _records: i64) -> Self::Message {
-        PersistentStreamResponse {
-            payload: Some(persistent_stream_response::Payload::CloseStreamSignal(
-                close_signal(grace),
-            )),
-        }
-    }
-}
+zerobus_protocol!(
+    Ephemeral,
+    EphemeralStreamResponse,
+    ephemeral_stream_response::Payload
+);
+zerobus_protocol!(
+    Persistent,
+    PersistentStreamResponse,
+    persistent_stream_response::Payload
+);
