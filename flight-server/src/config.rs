@@ -158,6 +158,9 @@ pub struct LimitsSection {
     pub query_memory_bytes: Option<usize>,
     /// Memory one query may reserve. Default: half of `query_memory_bytes`.
     pub query_memory_per_query_bytes: Option<usize>,
+    /// A query (or `INSERT`) running longer is stopped with
+    /// DEADLINE_EXCEEDED; 0 for no limit.
+    pub query_timeout_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -177,7 +180,13 @@ impl LimitsSection {
             all_tails_budget_bytes: table.all_tails_budget_bytes,
             query_memory_bytes: None,
             query_memory_per_query_bytes: None,
+            query_timeout_ms: 15 * 60 * 1000,
         }
+    }
+
+    /// `query_timeout_ms`, `None` when it is 0.
+    pub fn query_timeout(&self) -> Option<std::time::Duration> {
+        (self.query_timeout_ms > 0).then(|| std::time::Duration::from_millis(self.query_timeout_ms))
     }
 
     /// The per-request limits the decoders check.

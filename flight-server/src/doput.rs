@@ -232,7 +232,7 @@ impl Ingest {
         };
         table.conform(&empty, &self.limits())?;
         let session = self.open_session(table, None).await?;
-        let mut replies = self
+        let replies = self
             .run(
                 slot,
                 session,
@@ -241,26 +241,75 @@ impl Ingest {
                 vec![],
             )
             .await?;
-        let mut rows = 0;
-        while let Some(reply) = replies.next().await {
-            let reply = match reply {
-                Ok(reply) => reply,
-                // Not atomic: say what of it landed.
-                Err(status) => {
-                    return Err(Error::Upstream(tonic::Status::new(
-                        status.code(),
-                        format!(
-                            "{}; the {rows} rows of the batches before it were written and stay \
-                             (a bulk ingest is not atomic: retrying all of it appends them again)",
-                            status.message()
-                        ),
-                    )));
-                }
-            };
-            let ack = AckMetadata::decode(&reply.app_metadata).map_err(Error::Internal)?;
-            rows = ack.ack_up_to_records;
-        }
-        Ok(rows)
+        acked_rows(replies).await.map_err(|(status, rows)| {
+            // Not atomic: say what of it landed.
+            Error::Upstream(tonic::Status::new(
+                status.code(),
+                format!(
+                    "{}; the {rows} rows of the batches before it were written and stay (a bulk \
+                     ingest is not atomic: retrying all of it appends them again)",
+                    status.message()
+                ),
+            ))
+        })
+    }
+
+    /// Writes `batch` into table `name` as one request, all or nothing,
+    /// and returns its rows once they are durable and visible: the rows of
+    /// a SQL `INSERT`.
+    pub async fn insert(
+        &self,
+        principal: &Principal,
+        name: &str,
+        batch: RecordBatch,
+    ) -> Result<i64> {
+        let slot = self.open_slot()?;
+        let table = self.table(name)?;
+        principal.check_write(table.name())?;
+        // Checked here, so that a refusal names the column, not the
+        // stream's request.
+        let batch = table.conform(&batch, &self.limits())?;
+        let session = self.open_session(table, None).await?;
+        let replies = self
+            .run(slot, session, OneBatch(Some(batch)), Flight, vec![])
+            .await?;
+        acked_rows(replies)
+            .await
+            .map_err(|(status, _)| Error::Upstream(status))
+    }
+}
+
+/// Waits for the last ack of a stream the server runs for itself; its
+/// rows, or the status it failed with and the rows acked before.
+async fn acked_rows(mut replies: AckStream) -> Result<i64, (tonic::Status, i64)> {
+    let mut rows = 0;
+    while let Some(reply) = replies.next().await {
+        let reply = reply.map_err(|status| (status, rows))?;
+        let ack = AckMetadata::decode(&reply.app_metadata)
+            .map_err(|e| (tonic::Status::internal(e), rows))?;
+        rows = ack.ack_up_to_records;
+    }
+    Ok(rows)
+}
+
+/// The one request of an `INSERT`.
+struct OneBatch(Option<RecordBatch>);
+
+impl Requests for OneBatch {
+    type Payload = RecordBatch;
+
+    async fn next(&mut self) -> Result<Option<Incoming<RecordBatch>>> {
+        Ok(self.0.take().map(|batch| Incoming {
+            offset: None,
+            payload: batch,
+        }))
+    }
+
+    fn rows(&self, table: &Table, limits: &Limits, batch: RecordBatch) -> Result<Rows> {
+        Ok(Rows {
+            batch: table.conform(&batch, limits)?,
+            retained: 0,
+        })
     }
 }
 

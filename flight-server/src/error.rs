@@ -110,6 +110,15 @@ pub enum Error {
         stream: String,
         reason: &'static str,
     },
+    /// A query was cancelled (`CancelFlightInfo`).
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// A query ran past `limits.query_timeout_ms`.
+    #[error(
+        "the query ran past {0} ms (limits.query_timeout_ms) and was stopped; narrow it, or \
+         raise the limit"
+    )]
+    QueryTimeout(u64),
     /// One batch of a stream was rejected.
     #[error("batch offset_id {offset}: {source}")]
     Batch {
@@ -211,6 +220,8 @@ fn code_of(e: &Error) -> Code {
         Error::StreamNotFound { .. } => Code::NotFound,
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::PermissionDenied(_) => Code::PermissionDenied,
+        Error::Cancelled(_) => Code::Cancelled,
+        Error::QueryTimeout(_) => Code::DeadlineExceeded,
         Error::Batch { source, .. } => code_of(source),
         Error::Table(e) => table_code(e),
         Error::Sql(e) => sql_code(e),

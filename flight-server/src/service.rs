@@ -3,60 +3,81 @@
 //! FlightSQL commands go to the SQL engine; a `DoPut` whose descriptor is
 //! not a FlightSQL command is ingest (see [`crate::ingest`]).
 //!
-//! Statements: `GetFlightInfo(CommandStatementQuery)` plans the query (and
-//! runs DDL at once, so that it runs exactly once) and returns a ticket
-//! holding the SQL, signed with a key of this server's run; `DoGet` checks
-//! the signature, plans the SQL again (refusing anything but a query) and
-//! streams the rows, so what a query sees is the table as of `DoGet`. A
-//! crafted or altered ticket runs nothing. `DoPut(CommandStatementUpdate)`
-//! runs DDL and returns 0 affected rows. Catalog metadata is in
-//! [`crate::metadata`].
+//! Statements run exactly once, when they are executed, never when they
+//! are planned or prepared:
+//! - `GetFlightInfo(CommandStatementQuery)` plans a query and returns a
+//!   signed ticket for it (see [`crate::statements`]); `DoGet` plans it
+//!   again and streams the rows, so a query sees the table as of `DoGet`.
+//!   DDL and `INSERT` run in `GetFlightInfo` itself (their ticket holds the
+//!   outcome), as they do in `DoPut(CommandStatementUpdate)`.
+//! - Prepared statements: `CreatePreparedStatement` plans and checks,
+//!   answering the result and parameter schemas; `DoPut` on the statement
+//!   binds parameter rows; `GetFlightInfo` executes it (a query once per
+//!   parameter row, results one after another), `DoPut` as an update
+//!   executes DDL or an `INSERT` once per parameter row, all rows written
+//!   as one request.
+//! - `DoGet` runs only queries: a ticket is never a way to run DDL.
+//! - `INSERT INTO ... VALUES / SELECT` writes through the ingest layer:
+//!   the rows go through the WAL as one request, all or nothing, with the
+//!   checks of any other ingest, and are durable and visible when it
+//!   returns.
+//! - `CancelFlightInfo` (and the older `CancelQuery`) stops a query; a
+//!   query past `limits.query_timeout_ms` stops with DEADLINE_EXCEEDED.
+//!
+//! Catalog metadata is in [`crate::metadata`], results on the wire in
+//! [`crate::execute`].
 
-use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use arrow::array::{MutableArrayData, RecordBatch, RecordBatchOptions, make_array};
-use arrow::error::ArrowError;
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::SqlInfoData;
 use arrow_flight::sql::server::{DoPutError, FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
-    ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
-use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
-use futures::{Stream, StreamExt, TryStreamExt};
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
+    FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket,
+};
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use ring::hmac;
 use tokio::sync::watch;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
+use weir_codec::ipc_stream::{IpcMessage as Decoded, IpcStreamDecoder};
 use weir_provider::Catalog;
 use weir_sql::{Access, Prepared, SqlEngine};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Principal};
+use crate::execute::{self, DataStream, OneRequest, parameter_rows};
 use crate::ingest::Ingest;
 use crate::metadata;
 use crate::session::Sessions;
+use crate::statements::{Cancelled, Statements, Ticket as Redeems};
 use crate::{Config, Error};
 
-/// Ticket handles: a query's SQL, signed, or a statement that already ran.
-const QUERY_PREFIX: &[u8] = b"q1:";
-const DONE_HANDLE: &[u8] = b"done";
-
-/// Bytes of the signature a query handle starts with.
-const HANDLE_TAG_BYTES: usize = 32;
+/// The Flight action that cancels a query (`CancelFlightInfoRequest`).
+const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
 /// weir's Flight and FlightSQL service.
 #[derive(Clone)]
 pub struct WeirService {
     engine: SqlEngine,
     ingest: Ingest,
-    /// Signs the query handles this server hands out, so that `DoGet`
-    /// runs only SQL a client submitted as a query (a key per start: a
-    /// handle does not outlive the server).
-    tickets: Arc<hmac::Key>,
+    statements: Arc<Statements>,
+    sql_info: Arc<SqlInfoData>,
+    /// `limits.query_timeout_ms`.
+    query_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for WeirService {
@@ -77,10 +98,10 @@ impl WeirService {
         auth: Option<Arc<Auth>>,
         shutdown: watch::Receiver<bool>,
     ) -> crate::Result<Self> {
-        let tickets = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
-            .map_err(|_| Error::Internal("no system randomness for the ticket key".into()))?;
         Ok(Self {
-            tickets: Arc::new(tickets),
+            statements: Arc::new(Statements::new()?),
+            query_timeout: config.limits.query_timeout(),
+            sql_info: Arc::new(metadata::sql_info_data(config.limits.query_timeout())),
             engine: SqlEngine::new(Arc::clone(&catalog), config.query_config())?,
             ingest: Ingest::new(
                 catalog,
@@ -105,24 +126,14 @@ impl WeirService {
         }
     }
 
-    /// Plans `sql` for the caller of a call with `metadata`: every table
-    /// it reads, and DDL, must be within the caller's grants.
-    async fn prepare(&self, sql: &str, metadata: &MetadataMap) -> Result<Prepared, Status> {
-        self.prepare_as(sql, metadata, true).await
-    }
-
-    /// [`WeirService::prepare`]; without `ddl`, DDL is refused before it
-    /// runs.
-    async fn prepare_as(
-        &self,
-        sql: &str,
-        metadata: &MetadataMap,
-        ddl: bool,
-    ) -> Result<Prepared, Status> {
-        let principal = self.ingest.principal(metadata)?;
+    /// Plans `sql` for `principal`, changing nothing: every table it reads
+    /// or inserts into, and DDL, must be within the principal's grants.
+    /// Without `ddl`, DDL is refused (a ticket runs only queries).
+    async fn plan(&self, sql: &str, principal: &Principal, ddl: bool) -> Result<Prepared, Error> {
         let allow = |access: Access<'_>| {
             match access {
                 Access::Read(table) => principal.check_read(table),
+                Access::Write(table) => principal.check_write(table),
                 Access::Ddl if !ddl => Err(Error::PermissionDenied(
                     "a ticket runs only the query it was issued for".into(),
                 )),
@@ -133,35 +144,183 @@ impl WeirService {
                 other => other.to_string(),
             })
         };
-        Ok(self
-            .engine
-            .prepare_checked(sql, &allow)
-            .await
-            .map_err(Error::from)?)
+        Ok(self.engine.prepare_checked(sql, &allow).await?)
     }
 
-    /// The handle of a query: its SQL, signed.
-    fn query_handle(&self, sql: &str) -> Vec<u8> {
-        let tag = hmac::sign(&self.tickets, sql.as_bytes());
-        [QUERY_PREFIX, tag.as_ref(), sql.as_bytes()].concat()
-    }
-
-    /// The SQL of a query handle this server issued.
-    fn query_of<'a>(&self, handle: &'a [u8]) -> Result<&'a str, Error> {
-        let invalid = || {
-            Error::BadRequest(
-                "unknown, forged or expired statement handle (handles do not outlive a server \
-                 restart): call GetFlightInfo again"
-                    .into(),
-            )
-        };
-        let signed = handle.strip_prefix(QUERY_PREFIX).ok_or_else(invalid)?;
-        if signed.len() < HANDLE_TAG_BYTES {
-            return Err(invalid());
+    /// Runs a statement with effects, now and once: DDL, or an `INSERT`
+    /// once per row of `params`, every row written as one request.
+    async fn run_effects(
+        &self,
+        prepared: Prepared,
+        principal: &Principal,
+        params: Option<&RecordBatch>,
+    ) -> Result<Redeems, Error> {
+        match prepared {
+            Prepared::Ddl(ddl) => {
+                self.engine.apply(ddl).await?;
+                Ok(Redeems::Done)
+            }
+            Prepared::Insert {
+                table,
+                plan,
+                context,
+            } => {
+                let work = async {
+                    let mut rows = OneRequest::new("an INSERT's rows", self.ingest.limits());
+                    for values in parameter_rows(params)? {
+                        let bound = Prepared::Insert {
+                            table: table.clone(),
+                            plan: plan.clone(),
+                            context: context.clone(),
+                        }
+                        .bind(values)?;
+                        let Prepared::Insert { plan, context, .. } = bound else {
+                            return Err(Error::Internal("binding changed the statement".into()));
+                        };
+                        let mut batches = self.engine.execute(plan, &context).await?;
+                        while let Some(batch) = batches.try_next().await.map_err(sql_error)? {
+                            rows.push(batch)?;
+                        }
+                    }
+                    match rows.finish()? {
+                        Some(batch) => self.ingest.insert(principal, &table, batch).await,
+                        None => Ok(0),
+                    }
+                };
+                let written = match self.query_timeout {
+                    Some(limit) => tokio::time::timeout(limit, work)
+                        .await
+                        .map_err(|_| Error::QueryTimeout(millis(limit)))??,
+                    None => work.await?,
+                };
+                Ok(Redeems::Inserted(u64::try_from(written).unwrap_or(0)))
+            }
+            Prepared::Query { .. } => Err(Error::Internal(
+                "a query was run as a statement with effects".into(),
+            )),
         }
-        let (tag, sql) = signed.split_at(HANDLE_TAG_BYTES);
-        hmac::verify(&self.tickets, sql, tag).map_err(|_| invalid())?;
-        std::str::from_utf8(sql).map_err(|_| invalid())
+    }
+
+    /// A `FlightInfo` whose one endpoint redeems `what`.
+    fn flight_info(
+        &self,
+        schema: &Schema,
+        what: &Redeems,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Error> {
+        let ticket = TicketStatementQuery {
+            statement_handle: self.statements.ticket(what)?.into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        FlightInfo::new()
+            .try_with_schema(&execute::wire_schema(schema))
+            .map_err(|e| Error::Internal(e.to_string()))
+            .map(|info| info.with_endpoint(endpoint).with_descriptor(descriptor))
+    }
+
+    /// Streams a query's rows, once per row of `params`, as query `id`.
+    fn stream_query(
+        &self,
+        id: crate::statements::QueryId,
+        prepared: Prepared,
+        params: Option<&RecordBatch>,
+    ) -> Result<DataStream, Error> {
+        let running = self.statements.start(id)?;
+        let Prepared::Query { plan, context } = prepared else {
+            return Err(Error::BadRequest("the ticket does not hold a query".into()));
+        };
+        let mut bound = Vec::new();
+        for values in parameter_rows(params)? {
+            let query = Prepared::Query {
+                plan: plan.clone(),
+                context: context.clone(),
+            };
+            let Prepared::Query { plan, context } = query.bind(values)? else {
+                return Err(Error::Internal("binding changed the statement".into()));
+            };
+            bound.push((plan, context));
+        }
+        // The schema once bound: an untyped parameter takes its value's.
+        let schema = match bound.first() {
+            Some((plan, _)) => Arc::clone(plan.schema().inner()),
+            None => Arc::clone(plan.schema().inner()),
+        };
+        let engine = self.engine.clone();
+        let batches = futures::stream::iter(bound)
+            .then(move |(plan, context)| {
+                let engine = engine.clone();
+                async move {
+                    let batches = engine.execute(plan, &context).await?;
+                    Ok::<_, Error>(batches.map_err(sql_error))
+                }
+            })
+            .try_flatten()
+            .boxed();
+        Ok(execute::send(&schema, batches, running, self.query_timeout))
+    }
+
+    /// The schema a prepared query's result has with `params` bound.
+    fn bound_schema(
+        prepared: Prepared,
+        params: Option<&RecordBatch>,
+    ) -> Result<Arc<Schema>, Error> {
+        let schema = prepared.result_schema();
+        if !matches!(prepared, Prepared::Query { .. }) {
+            return Ok(schema);
+        }
+        match parameter_rows(params)?.into_iter().next() {
+            Some(values) if !values.is_empty() => Ok(prepared.bind(values)?.result_schema()),
+            _ => Ok(schema),
+        }
+    }
+
+    /// The parameter rows sent in a `DoPut` on a prepared statement;
+    /// `None` if it sent no schema.
+    async fn read_params(
+        &self,
+        mut input: PeekableFlightDataStream,
+    ) -> Result<Option<RecordBatch>, Error> {
+        let mut decoder = IpcStreamDecoder::new(self.ingest.limits());
+        let mut params = OneRequest::new("bound parameters", self.ingest.limits());
+        let mut schema = None;
+        while let Some(data) = input.next().await {
+            let data = data.map_err(Error::from_input)?;
+            if data.data_header.is_empty() {
+                continue;
+            }
+            match decoder.decode(&data.data_header, data.data_body)? {
+                Decoded::Schema(s) => schema = Some(s),
+                Decoded::Batch(batch) => params.push(batch)?,
+                Decoded::Dictionary | Decoded::None => {}
+            }
+        }
+        match (schema, params.finish()?) {
+            (_, Some(batch)) => Ok(Some(batch)),
+            (Some(schema), None) => Ok(Some(RecordBatch::new_empty(schema))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Cancels the queries of `info`'s tickets.
+    fn cancel(&self, info: &FlightInfo) -> Result<Cancelled, Error> {
+        let mut outcome = Cancelled::NotCancellable;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let handle = Any::decode(ticket.ticket.as_ref())
+                .ok()
+                .and_then(|any| any.unpack::<TicketStatementQuery>().ok().flatten())
+                .ok_or_else(|| {
+                    Error::BadRequest("the FlightInfo holds no statement ticket of weir's".into())
+                })?;
+            match self.statements.cancel(&handle.statement_handle)? {
+                Cancelled::NotCancellable => {}
+                other => outcome = other,
+            }
+        }
+        Ok(outcome)
     }
 
     /// The ingest layer, to share with the other ingest services.
@@ -170,8 +329,21 @@ impl WeirService {
     }
 }
 
-type DataStream =
-    Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
+fn sql_error(e: datafusion::error::DataFusionError) -> Error {
+    Error::Sql(e.into())
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A schema as FlightSQL sends it in a prepared statement's answer.
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Error> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Error::Internal(e.to_string()))?;
+    Ok(bytes)
+}
 
 #[tonic::async_trait]
 impl FlightSqlService for WeirService {
@@ -182,23 +354,21 @@ impl FlightSqlService for WeirService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let prepared = self.prepare(&query.query, request.metadata()).await?;
-        let schema = SqlEngine::result_schema(&prepared);
-        let handle = match prepared {
-            Prepared::Query { .. } => self.query_handle(&query.query),
-            Prepared::Done => DONE_HANDLE.to_vec(),
+        if query.transaction_id.is_some() {
+            return Err(no_transactions());
+        }
+        let principal = self.ingest.principal(request.metadata())?;
+        let prepared = self.plan(&query.query, &principal, true).await?;
+        let schema = prepared.result_schema();
+        let what = match prepared {
+            Prepared::Query { .. } => Redeems::Query(query.query),
+            effects => self.run_effects(effects, &principal, None).await?,
         };
-        let ticket = TicketStatementQuery {
-            statement_handle: handle.into(),
-        };
-        let endpoint =
-            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        let info = FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .with_endpoint(endpoint)
-            .with_descriptor(request.into_inner());
-        Ok(Response::new(info))
+        Ok(Response::new(self.flight_info(
+            &schema,
+            &what,
+            request.into_inner(),
+        )?))
     }
 
     async fn do_get_statement(
@@ -206,35 +376,38 @@ impl FlightSqlService for WeirService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        self.ingest.principal(request.metadata())?;
-        let handle = ticket.statement_handle.as_ref();
-        if handle == DONE_HANDLE {
-            return Ok(Response::new(Box::pin(futures::stream::empty())));
-        }
-        let sql = self.query_of(handle)?;
-        // Only a query: a handle is never a way to run DDL.
-        let Prepared::Query { plan, context } =
-            self.prepare_as(sql, request.metadata(), false).await?
-        else {
-            return Err(Error::BadRequest("the ticket does not hold a query".into()).into());
+        let principal = self.ingest.principal(request.metadata())?;
+        let (id, what) = self.statements.redeem(&ticket.statement_handle)?;
+        let stream = match what {
+            Redeems::Done => metadata::no_keys(Arc::new(Schema::empty()))?,
+            Redeems::Inserted(rows) => {
+                let count = RecordBatch::try_from_iter([(
+                    weir_sql::INSERT_COUNT,
+                    Arc::new(UInt64Array::from(vec![rows])) as _,
+                )])
+                .map_err(|e| Error::Internal(e.to_string()))?;
+                metadata::one_batch(count.schema(), Ok(count))?
+            }
+            // Only a query: a ticket is never a way to run DDL.
+            Redeems::Query(sql) => {
+                let prepared = self.plan(&sql, &principal, false).await?;
+                self.stream_query(id, prepared, None)?
+            }
+            Redeems::Prepared { handle, generation } => {
+                let bound = self.statements.get(&principal, &handle)?;
+                if bound.generation != generation {
+                    return Err(Error::BadRequest(
+                        "parameters were bound to the prepared statement again after this \
+                         ticket was issued: call GetFlightInfo again"
+                            .into(),
+                    )
+                    .into());
+                }
+                let prepared = self.plan(&bound.sql, &principal, false).await?;
+                self.stream_query(id, prepared, bound.params.as_ref())?
+            }
         };
-        let stream = self
-            .engine
-            .execute(plan, &context)
-            .await
-            .map_err(Error::from)?;
-        let schema = stream.schema();
-        let batches = stream
-            .map_err(|e| Error::Sql(e.into()))
-            .and_then(|batch| async move {
-                own_buffers(batch).map_err(|e| Error::Internal(e.to_string()))
-            })
-            .map_err(|e| arrow_flight::error::FlightError::from(Status::from(e)));
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map_err(Status::from);
-        Ok(Response::new(Box::pin(data)))
+        Ok(Response::new(stream))
     }
 
     async fn do_put_statement_update(
@@ -242,13 +415,170 @@ impl FlightSqlService for WeirService {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        match self.prepare(&command.query, request.metadata()).await? {
-            Prepared::Done => Ok(0),
-            Prepared::Query { .. } => Err(Error::BadRequest(
-                "a query is not an update: run it with CommandStatementQuery".into(),
-            )
-            .into()),
+        if command.transaction_id.is_some() {
+            return Err(no_transactions());
         }
+        let principal = self.ingest.principal(request.metadata())?;
+        let prepared = self.plan(&command.query, &principal, true).await?;
+        update(
+            self.run_effects_or_refuse(prepared, &principal, None)
+                .await?,
+        )
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        if query.transaction_id.is_some() {
+            return Err(no_transactions());
+        }
+        let principal = self.ingest.principal(request.metadata())?;
+        // Checked now, run when executed.
+        let prepared = self.plan(&query.query, &principal, true).await?;
+        let dataset = execute::wire_schema(&prepared.result_schema());
+        let parameters = prepared.parameter_schema().map_err(Error::from)?;
+        let handle = self.statements.prepare(&principal, query.query)?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.to_vec().into(),
+            dataset_schema: schema_bytes(&dataset)?,
+            parameter_schema: schema_bytes(&parameters)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let principal = self.ingest.principal(request.metadata())?;
+        Ok(self
+            .statements
+            .close(&principal, &query.prepared_statement_handle)?)
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let principal = self.ingest.principal(request.metadata())?;
+        let handle = &query.prepared_statement_handle;
+        // The statement must exist before its parameters are read.
+        self.statements.get(&principal, handle)?;
+        let params = self
+            .read_params(request.into_inner())
+            .await?
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::new(Schema::empty())));
+        self.statements.bind(&principal, handle, params)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let principal = self.ingest.principal(request.metadata())?;
+        let handle = &query.prepared_statement_handle;
+        let bound = self.statements.get(&principal, handle)?;
+        let prepared = self.plan(&bound.sql, &principal, true).await?;
+        let (schema, what) = match prepared {
+            query @ Prepared::Query { .. } => (
+                Self::bound_schema(query, bound.params.as_ref())?,
+                Redeems::Prepared {
+                    handle: handle.as_ref().try_into().map_err(|_| {
+                        Error::Internal("a prepared statement's handle changed size".into())
+                    })?,
+                    generation: bound.generation,
+                },
+            ),
+            effects => {
+                let schema = effects.result_schema();
+                let what = self
+                    .run_effects(effects, &principal, bound.params.as_ref())
+                    .await?;
+                (schema, what)
+            }
+        };
+        Ok(Response::new(self.flight_info(
+            &schema,
+            &what,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let principal = self.ingest.principal(request.metadata())?;
+        let bound = self
+            .statements
+            .get(&principal, &query.prepared_statement_handle)?;
+        // Parameters sent with the update, else those bound before.
+        let params = match self.read_params(request.into_inner()).await? {
+            Some(params) => Some(params),
+            None => bound.params,
+        };
+        let prepared = self.plan(&bound.sql, &principal, true).await?;
+        update(
+            self.run_effects_or_refuse(prepared, &principal, params.as_ref())
+                .await?,
+        )
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        self.ingest.principal(request.metadata())?;
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Error::BadRequest(format!("CancelQuery: not a FlightInfo: {e}")))?;
+        // CancelQuery's result numbers its values as CancelFlightInfo's
+        // status does.
+        Ok(ActionCancelQueryResult {
+            result: cancel_status(self.cancel(&info)?) as i32,
+        })
+    }
+
+    /// `CancelFlightInfo`, a Flight action rather than a FlightSQL one.
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        self.ingest.principal(request.metadata())?;
+        let action = request.into_inner();
+        if action.r#type != CANCEL_FLIGHT_INFO {
+            return Err(Error::BadRequest(format!(
+                "unknown action {:?}",
+                weir_codec::EchoText(&action.r#type)
+            ))
+            .into());
+        }
+        let info = CancelFlightInfoRequest::decode(action.body)
+            .ok()
+            .and_then(|request| request.info)
+            .ok_or_else(|| Error::BadRequest("CancelFlightInfo: no FlightInfo".into()))?;
+        let result = CancelFlightInfoResult {
+            status: cancel_status(self.cancel(&info)?) as i32,
+        };
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(futures::stream::iter([Ok(body)]).boxed()))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![Ok(ActionType {
+            r#type: CANCEL_FLIGHT_INFO.into(),
+            description: "Cancel a query: the body is a CancelFlightInfoRequest".into(),
+        })])
     }
 
     async fn do_put_statement_ingest(
@@ -390,7 +720,7 @@ impl FlightSqlService for WeirService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.ingest.principal(request.metadata())?;
-        let schema = metadata::sql_info_schema(&query);
+        let schema = metadata::sql_info_schema(&query, &self.sql_info);
         Ok(Response::new(metadata::info(
             &query,
             &schema,
@@ -404,64 +734,154 @@ impl FlightSqlService for WeirService {
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
         self.ingest.principal(request.metadata())?;
-        Ok(Response::new(metadata::sql_info(query)?))
+        Ok(Response::new(metadata::sql_info(query, &self.sql_info)?))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.ingest.principal(request.metadata())?;
+        let schema = metadata::xdbc_type_info_schema(&query);
+        Ok(Response::new(metadata::info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.ingest.principal(request.metadata())?;
+        Ok(Response::new(metadata::xdbc_type_info(query)?))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key_info(&query, metadata::primary_keys_schema(), request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.no_keys(metadata::primary_keys_schema(), &request)
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key_info(&query, metadata::foreign_keys_schema(), request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.no_keys(metadata::foreign_keys_schema(), &request)
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key_info(&query, metadata::foreign_keys_schema(), request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.no_keys(metadata::foreign_keys_schema(), &request)
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.key_info(&query, metadata::foreign_keys_schema(), request)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.no_keys(metadata::foreign_keys_schema(), &request)
     }
 }
 
-/// Gives every column of `batch` buffers of its own where it shares one with
-/// other columns: the protobuf decoder keeps a batch's root-level 64-bit
-/// columns in one buffer, and rows not yet committed are queried as
-/// decoded. The Flight encoder splits batches into messages by buffer
-/// capacity, so it would count a shared buffer once per column and send the
-/// rows in many tiny messages. Only primitive columns whose buffers are
-/// more than twice what they use are copied.
-fn own_buffers(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for column in batch.columns() {
-        // The decoder shares buffers between primitive columns only.
-        let shared = column.data_type().is_primitive()
-            && column
-                .to_data()
-                .get_slice_memory_size()
-                .is_ok_and(|used| column.get_buffer_memory_size() > 2 * used + 4096);
-        if !shared {
-            columns.push(Arc::clone(column));
-            continue;
+impl WeirService {
+    /// The `FlightInfo` of a key command: weir's tables have no keys.
+    fn key_info(
+        &self,
+        command: &impl ProstMessageExt,
+        schema: arrow::datatypes::SchemaRef,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.ingest.principal(request.metadata())?;
+        Ok(Response::new(metadata::info(
+            command,
+            &schema,
+            request.into_inner(),
+        )?))
+    }
+
+    /// The rows of a key command: none.
+    fn no_keys(
+        &self,
+        schema: arrow::datatypes::SchemaRef,
+        request: &Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.ingest.principal(request.metadata())?;
+        Ok(Response::new(metadata::no_keys(schema)?))
+    }
+
+    /// [`WeirService::run_effects`], refusing a query.
+    async fn run_effects_or_refuse(
+        &self,
+        prepared: Prepared,
+        principal: &Principal,
+        params: Option<&RecordBatch>,
+    ) -> Result<Redeems, Error> {
+        if let Prepared::Query { .. } = prepared {
+            return Err(Error::BadRequest(
+                "a query is not an update: run it with GetFlightInfo".into(),
+            ));
         }
-        let data = column.to_data();
-        let mut copy = MutableArrayData::new(vec![&data], false, data.len());
-        copy.try_extend(0, 0, data.len())?;
-        columns.push(make_array(copy.freeze()));
+        self.run_effects(prepared, principal, params).await
     }
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    RecordBatch::try_new_with_options(batch.schema(), columns, &options)
 }
 
-#[cfg(test)]
-mod tests {
-    use arrow::array::{Array, ArrayRef, Int64Array, StringViewArray};
-
-    use super::*;
-
-    #[test]
-    fn columns_sharing_a_buffer_get_their_own_and_others_stay() {
-        let big = Int64Array::from_iter_values(0..100_000);
-        let slice: ArrayRef = Arc::new(big.slice(500, 10));
-        let small: ArrayRef = Arc::new(Int64Array::from_iter_values(0..10));
-        let views: ArrayRef = Arc::new(StringViewArray::from_iter_values(
-            (0..10).map(|i| format!("a string longer than twelve bytes {i}")),
-        ));
-        let batch = RecordBatch::try_from_iter([
-            ("slice", Arc::clone(&slice)),
-            ("small", Arc::clone(&small)),
-            ("views", Arc::clone(&views)),
-        ])
-        .unwrap();
-        let owned = own_buffers(batch.clone()).unwrap();
-        assert_eq!(owned, batch);
-        assert!(owned.column(0).get_buffer_memory_size() < 1024);
-        // Columns that own their buffers are passed on as they are.
-        assert!(Arc::ptr_eq(owned.column(1), &small));
-        assert!(Arc::ptr_eq(owned.column(2), &views));
+/// The affected rows of an update.
+fn update(done: Redeems) -> Result<i64, Status> {
+    match done {
+        Redeems::Inserted(rows) => Ok(i64::try_from(rows).unwrap_or(i64::MAX)),
+        _ => Ok(0),
     }
+}
+
+fn cancel_status(cancelled: Cancelled) -> CancelStatus {
+    match cancelled {
+        Cancelled::Running | Cancelled::Before => CancelStatus::Cancelled,
+        Cancelled::NotCancellable => CancelStatus::NotCancellable,
+    }
+}
+
+fn no_transactions() -> Status {
+    Error::BadRequest("transactions are not supported: each statement stands alone".into()).into()
 }

@@ -4,16 +4,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::error::Result as DFResult;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{DdlStatement, DmlStatement, LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -61,31 +62,156 @@ pub struct SqlEngine {
 pub enum Access<'a> {
     /// It reads this table.
     Read(&'a str),
+    /// It adds rows to this table (`INSERT`).
+    Write(&'a str),
     /// It creates or drops a table.
     Ddl,
 }
 
-/// A statement planned but not run, or a statement already done.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per statement, moved once; boxing buys nothing"
-)]
+/// A statement planned, checked and not run: planning never changes
+/// anything, so a statement runs exactly once, when it is executed.
 pub enum Prepared {
     /// A query: run it with [`SqlEngine::execute`].
     Query {
         plan: LogicalPlan,
         context: SessionContext,
     },
-    /// A statement with effects (DDL), already applied.
-    Done,
+    /// `CREATE TABLE` or `DROP TABLE`: run it with [`SqlEngine::apply`].
+    Ddl(DdlStatement),
+    /// `INSERT INTO table ...`: `plan` makes the rows, already cast to the
+    /// table's columns; the caller writes them (through the WAL, like any
+    /// other rows).
+    Insert {
+        table: String,
+        plan: LogicalPlan,
+        context: SessionContext,
+    },
 }
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Prepared::Query { plan, .. } => f.debug_struct("Query").field("plan", plan).finish(),
-            Prepared::Done => f.write_str("Done"),
+            Prepared::Ddl(ddl) => f.debug_tuple("Ddl").field(&ddl.name()).finish(),
+            Prepared::Insert { table, plan, .. } => f
+                .debug_struct("Insert")
+                .field("table", table)
+                .field("plan", plan)
+                .finish(),
         }
+    }
+}
+
+/// The column of an `INSERT`'s result: the rows it added.
+pub const INSERT_COUNT: &str = "count";
+
+impl Prepared {
+    /// The schema of the statement's result: a query's columns, an
+    /// `INSERT`'s row count ([`INSERT_COUNT`]), nothing for DDL.
+    pub fn result_schema(&self) -> SchemaRef {
+        match self {
+            Prepared::Query { plan, .. } => Arc::clone(plan.schema().inner()),
+            Prepared::Insert { .. } => Arc::new(Schema::new(vec![Field::new(
+                INSERT_COUNT,
+                DataType::UInt64,
+                false,
+            )])),
+            Prepared::Ddl(_) => Arc::new(Schema::empty()),
+        }
+    }
+
+    /// The statement's parameters (`$1`, `$2`, ... or `$name`), in order,
+    /// with the type each must have where the statement says it (a
+    /// parameter compared with a column, or inserted into one); `Null`
+    /// where it does not.
+    pub fn parameter_schema(&self) -> Result<SchemaRef> {
+        let plan = match self {
+            Prepared::Query { plan, .. } | Prepared::Insert { plan, .. } => plan,
+            Prepared::Ddl(_) => return Ok(Arc::new(Schema::empty())),
+        };
+        let mut parameters: Vec<(String, Option<DataType>)> =
+            plan.get_parameter_types()?.into_iter().collect();
+        // `$2` after `$1`, `$10` after `$9`; names after numbers.
+        parameters.sort_by_key(|(name, _)| {
+            let number = name.trim_start_matches('$').parse::<u64>().ok();
+            (number.is_none(), number, name.clone())
+        });
+        Ok(Arc::new(Schema::new(
+            parameters
+                .into_iter()
+                .map(|(name, data_type)| {
+                    Field::new(name, data_type.unwrap_or(DataType::Null), true)
+                })
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    /// The statement with its parameters replaced by `values`, one per
+    /// field of [`Prepared::parameter_schema`], in that order. Values are
+    /// cast to a parameter's type where it has one; a value that does not
+    /// cast, or a count that does not match, is an error naming it.
+    pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self> {
+        let schema = self.parameter_schema()?;
+        if values.len() != schema.fields().len() {
+            return Err(Error::Unsupported(format!(
+                "the statement has {} parameters and {} values were bound",
+                schema.fields().len(),
+                values.len()
+            )));
+        }
+        if values.is_empty() {
+            return Ok(self);
+        }
+        let mut cast = Vec::with_capacity(values.len());
+        for (value, field) in values.into_iter().zip(schema.fields()) {
+            let wanted = field.data_type();
+            if *wanted == DataType::Null || value.data_type() == *wanted {
+                cast.push(value);
+                continue;
+            }
+            cast.push(value.cast_to(wanted).map_err(|e| {
+                Error::Unsupported(format!(
+                    "parameter {}: a {} value does not fit {wanted}: {e}",
+                    field.name(),
+                    value.data_type()
+                ))
+            })?);
+        }
+        // `$1`, `$2`, ... are bound by position; any other naming (`$2`
+        // alone, `$site`) by name.
+        let numbered = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .all(|(i, f)| *f.name() == format!("${}", i + 1));
+        let values = if numbered {
+            ParamValues::from(cast)
+        } else {
+            ParamValues::from(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().trim_start_matches('$').to_string())
+                    .zip(cast)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        Ok(match self {
+            Prepared::Query { plan, context } => Prepared::Query {
+                plan: plan.with_param_values(values)?,
+                context,
+            },
+            Prepared::Insert {
+                table,
+                plan,
+                context,
+            } => Prepared::Insert {
+                table,
+                plan: plan.with_param_values(values)?,
+                context,
+            },
+            ddl @ Prepared::Ddl(_) => ddl,
+        })
     }
 }
 
@@ -94,7 +220,7 @@ impl std::fmt::Debug for Prepared {
 pub enum Outcome {
     /// A query's rows.
     Rows(Vec<RecordBatch>),
-    /// A statement with effects was applied.
+    /// A DDL statement was applied.
     Done,
 }
 
@@ -156,15 +282,15 @@ impl SqlEngine {
         Ok(context)
     }
 
-    /// Plans `sql`. DDL runs here, so that a statement with effects runs
-    /// exactly once, whatever the client does next.
+    /// Plans `sql`, changing nothing: DDL runs in [`SqlEngine::apply`],
+    /// a query in [`SqlEngine::execute`].
     pub async fn prepare(&self, sql: &str) -> Result<Prepared> {
         self.prepare_checked(sql, &|_| Ok(())).await
     }
 
     /// [`SqlEngine::prepare`], asking `allow` first about every table the
-    /// statement reads and about DDL; an `Err(reason)` refuses the
-    /// statement with [`Error::Denied`] before anything runs.
+    /// statement reads or inserts into and about DDL; an `Err(reason)`
+    /// refuses the statement with [`Error::Denied`].
     pub async fn prepare_checked(
         &self,
         sql: &str,
@@ -177,8 +303,13 @@ impl SqlEngine {
         // Before planning, whose errors could show a table's columns; the
         // table a CREATE TABLE names is not read.
         if !is_create_table(&statement) {
+            let target = insert_target(&statement);
             for table in state.resolve_table_references(&statement)? {
-                check_read(allow, &table)?;
+                if target.as_deref() == Some(table.table()) {
+                    allow(Access::Write(table.table())).map_err(Error::Denied)?;
+                } else {
+                    check_read(allow, &table)?;
+                }
             }
         }
         let plan = if is_show_tables(&statement) {
@@ -204,15 +335,55 @@ impl SqlEngine {
         match plan {
             LogicalPlan::Ddl(ddl) => {
                 allow(Access::Ddl).map_err(Error::Denied)?;
-                self.apply_ddl(ddl).await?;
-                Ok(Prepared::Done)
+                check_ddl(&ddl)?;
+                Ok(Prepared::Ddl(ddl))
             }
-            LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(Error::Unsupported(
-                "INSERT, UPDATE, DELETE and COPY are not supported: push rows with Arrow Flight \
-                 DoPut (see the README)"
+            LogicalPlan::Dml(DmlStatement {
+                table_name,
+                op: WriteOp::Insert(InsertOp::Append),
+                input,
+                ..
+            }) => {
+                let table = local_name(&table_name)?.to_string();
+                allow(Access::Write(&table)).map_err(Error::Denied)?;
+                Ok(Prepared::Insert {
+                    table,
+                    plan: Arc::unwrap_or_clone(input),
+                    context,
+                })
+            }
+            LogicalPlan::Dml(dml) => Err(Error::Unsupported(format!(
+                "{} is not supported: weir appends rows (INSERT INTO ... VALUES or SELECT, \
+                 DoPut, bulk ingest) and never rewrites them",
+                dml.op.name().to_uppercase()
+            ))),
+            LogicalPlan::Copy(_) => Err(Error::Unsupported(
+                "COPY is not supported: push rows with Arrow Flight DoPut or bulk ingest (see \
+                 the README)"
                     .into(),
             )),
             plan => Ok(Prepared::Query { plan, context }),
+        }
+    }
+
+    /// Runs a planned DDL statement.
+    pub async fn apply(&self, ddl: DdlStatement) -> Result<()> {
+        check_ddl(&ddl)?;
+        match ddl {
+            DdlStatement::CreateMemoryTable(create) => {
+                let name = local_name(&create.name)?;
+                let columns = create.input.schema().as_arrow();
+                self.catalog
+                    .create_table(name, columns, create.if_not_exists)
+                    .await?;
+                Ok(())
+            }
+            DdlStatement::DropTable(drop) => {
+                let name = local_name(&drop.name)?;
+                self.catalog.drop_table(name, drop.if_exists).await?;
+                Ok(())
+            }
+            other => Err(unsupported_ddl(&other)),
         }
     }
 
@@ -226,56 +397,72 @@ impl SqlEngine {
         Ok(frame.execute_stream().await?)
     }
 
-    /// Prepares and runs `sql`, collecting the rows.
+    /// Prepares and runs a query or DDL statement, collecting the rows.
+    /// (An `INSERT` is the caller's to write: see [`Prepared::Insert`].)
     pub async fn run(&self, sql: &str) -> Result<Outcome> {
         match self.prepare(sql).await? {
-            Prepared::Done => Ok(Outcome::Done),
+            Prepared::Ddl(ddl) => {
+                self.apply(ddl).await?;
+                Ok(Outcome::Done)
+            }
             Prepared::Query { plan, context } => {
                 let stream = self.execute(plan, &context).await?;
                 Ok(Outcome::Rows(stream.try_collect().await?))
             }
+            Prepared::Insert { .. } => Err(Error::Unsupported(
+                "INSERT needs a server: it writes through the WAL".into(),
+            )),
         }
     }
+}
 
-    /// The schema a statement's result will have (empty for DDL).
-    pub fn result_schema(prepared: &Prepared) -> SchemaRef {
-        match prepared {
-            Prepared::Query { plan, .. } => Arc::clone(plan.schema().inner()),
-            Prepared::Done => Arc::new(Schema::empty()),
+/// Refuses, at planning, the DDL that [`SqlEngine::apply`] does not run.
+fn check_ddl(ddl: &DdlStatement) -> Result<()> {
+    match ddl {
+        DdlStatement::CreateMemoryTable(create) => {
+            if !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+                return Err(Error::Unsupported(
+                    "CREATE TABLE ... AS SELECT is not supported: declare the columns, then \
+                     INSERT INTO ... SELECT"
+                        .into(),
+                ));
+            }
+            if create.or_replace {
+                return Err(Error::Unsupported(
+                    "CREATE OR REPLACE TABLE is not supported: DROP TABLE first".into(),
+                ));
+            }
+            local_name(&create.name).map(|_| ())
         }
+        DdlStatement::DropTable(drop) => local_name(&drop.name).map(|_| ()),
+        other => Err(unsupported_ddl(other)),
     }
+}
 
-    async fn apply_ddl(&self, ddl: DdlStatement) -> Result<()> {
-        match ddl {
-            DdlStatement::CreateMemoryTable(create) => {
-                if !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
-                    return Err(Error::Unsupported(
-                        "CREATE TABLE ... AS SELECT is not supported: declare the columns".into(),
-                    ));
-                }
-                if create.or_replace {
-                    return Err(Error::Unsupported(
-                        "CREATE OR REPLACE TABLE is not supported: DROP TABLE first".into(),
-                    ));
-                }
-                let name = local_name(&create.name)?;
-                let columns = create.input.schema().as_arrow();
-                self.catalog
-                    .create_table(name, columns, create.if_not_exists)
-                    .await?;
-                Ok(())
-            }
-            DdlStatement::DropTable(drop) => {
-                let name = local_name(&drop.name)?;
-                self.catalog.drop_table(name, drop.if_exists).await?;
-                Ok(())
-            }
-            other => Err(Error::Unsupported(format!(
-                "{} is not supported; weir supports CREATE TABLE and DROP TABLE",
-                other.name()
-            ))),
-        }
-    }
+fn unsupported_ddl(ddl: &DdlStatement) -> Error {
+    Error::Unsupported(format!(
+        "{} is not supported; weir supports CREATE TABLE and DROP TABLE",
+        ddl.name()
+    ))
+}
+
+/// The table an `INSERT` adds to, as table references name it (unquoted
+/// names lower-cased).
+fn insert_target(statement: &DFStatement) -> Option<String> {
+    let DFStatement::Statement(s) = statement else {
+        return None;
+    };
+    let SqlStatement::Insert(insert) = s.as_ref() else {
+        return None;
+    };
+    let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
+        return None;
+    };
+    let last = name.0.last()?.as_ident()?;
+    Some(match last.quote_style {
+        Some(_) => last.value.clone(),
+        None => last.value.to_lowercase(),
+    })
 }
 
 /// `SHOW TABLES` lists the node's tables only, not DataFusion's
@@ -392,5 +579,136 @@ mod tests {
             "the failed query gave its memory back"
         );
         assert!(engine.run("SELECT 1").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn planning_ddl_changes_nothing_until_it_is_applied() {
+        let (engine, _dir) = engine(QueryConfig::for_tests()).await;
+        let Prepared::Ddl(create) = engine.prepare("CREATE TABLE t (a INT)").await.unwrap() else {
+            panic!("CREATE TABLE is DDL");
+        };
+        assert!(
+            engine.catalog().table_names().is_empty(),
+            "planned, not run"
+        );
+        engine.apply(create).await.unwrap();
+        assert_eq!(engine.catalog().table_names(), ["t"]);
+
+        let Prepared::Ddl(drop) = engine.prepare("DROP TABLE t").await.unwrap() else {
+            panic!("DROP TABLE is DDL");
+        };
+        assert_eq!(engine.catalog().table_names(), ["t"], "planned, not run");
+        engine.apply(drop).await.unwrap();
+        assert!(engine.catalog().table_names().is_empty());
+    }
+
+    #[tokio::test]
+    async fn parameters_take_their_column_types_and_bind_by_position() {
+        let (engine, _dir) = engine(QueryConfig::for_tests()).await;
+        engine
+            .run("CREATE TABLE t (id BIGINT NOT NULL, site VARCHAR)")
+            .await
+            .unwrap();
+        let sql = "SELECT $2 AS echo FROM t WHERE id = $1";
+        let prepared = engine.prepare(sql).await.unwrap();
+        let schema = prepared.parameter_schema().unwrap();
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type().clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("$1", DataType::Int64), ("$2", DataType::Null)],
+            "$1 is compared with a BIGINT column; $2 has no type of its own"
+        );
+
+        // A string that reads as a number is cast to the column's type.
+        let bound = prepared
+            .bind(vec![ScalarValue::from("7"), ScalarValue::from("x")])
+            .unwrap();
+        assert_eq!(
+            bound.result_schema().field(0).data_type(),
+            &DataType::Utf8,
+            "$2 took its value's type"
+        );
+
+        let err = engine
+            .prepare(sql)
+            .await
+            .unwrap()
+            .bind(vec![ScalarValue::from("seven"), ScalarValue::from("x")])
+            .unwrap_err();
+        assert!(err.to_string().contains("parameter $1"), "{err}");
+        let err = engine
+            .prepare(sql)
+            .await
+            .unwrap()
+            .bind(vec![ScalarValue::from(1i64)])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("2 parameters and 1 values"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_insert_plans_its_rows_in_the_tables_columns() {
+        let (engine, _dir) = engine(QueryConfig::for_tests()).await;
+        engine
+            .run("CREATE TABLE t (id BIGINT, site VARCHAR)")
+            .await
+            .unwrap();
+        let prepared = engine
+            .prepare("INSERT INTO t (site, id) VALUES ('a', 1), ($1, 2)")
+            .await
+            .unwrap();
+        assert_eq!(prepared.result_schema().field(0).name(), INSERT_COUNT);
+        let Prepared::Insert {
+            table,
+            plan,
+            context,
+        } = prepared.bind(vec![ScalarValue::from("b")]).unwrap()
+        else {
+            panic!("INSERT plans as an insert");
+        };
+        assert_eq!(table, "t");
+        let rows: Vec<RecordBatch> = engine
+            .execute(plan, &context)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            arrow::util::pretty::pretty_format_batches(&rows)
+                .unwrap()
+                .to_string(),
+            "+----+------+\n| id | site |\n+----+------+\n| 1  | a    |\n| 2  | b    |\n+----+------+",
+            "in the table's column order"
+        );
+        let err = engine
+            .run("INSERT INTO t VALUES (1, 'a')")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("WAL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn statements_weir_does_not_run_are_refused_at_planning() {
+        let (engine, _dir) = engine(QueryConfig::for_tests()).await;
+        engine.run("CREATE TABLE t (id BIGINT)").await.unwrap();
+        for (sql, says) in [
+            ("UPDATE t SET id = 1", "never rewrites"),
+            ("DELETE FROM t", "never rewrites"),
+            ("CREATE TABLE u AS SELECT * FROM t", "AS SELECT"),
+            ("CREATE OR REPLACE TABLE t (id BIGINT)", "DROP TABLE first"),
+            ("CREATE VIEW v AS SELECT * FROM t", "not supported"),
+            ("CREATE TABLE other.u (id BIGINT)", "one schema"),
+        ] {
+            let err = engine.prepare(sql).await.unwrap_err();
+            assert!(err.to_string().contains(says), "{sql}: {err}");
+        }
+        assert_eq!(engine.catalog().table_names(), ["t"], "nothing was created");
     }
 }

@@ -1,11 +1,14 @@
 //! weir's SQL front end: the query engine over a node's tables, and the
 //! bundled `weir sql` command-line client.
 //!
-//! - [`SqlEngine`]: runs one SQL statement against a [`Catalog`]. Queries
-//!   go to DataFusion over each table's [`TableScanProvider`]; `CREATE
-//!   TABLE` and `DROP TABLE` create and delete Delta tables; `SHOW TABLES`
-//!   and `DESCRIBE` come from DataFusion's information schema. Each query
-//!   runs in a bounded memory pool ([`memory`]).
+//! - [`SqlEngine`]: plans and runs SQL against a [`Catalog`]. Planning
+//!   ([`SqlEngine::prepare`]) changes nothing and gives a [`Prepared`]
+//!   statement, with its result and parameter schemas: a query runs on
+//!   DataFusion over each table's [`TableScanProvider`]; `CREATE TABLE` and
+//!   `DROP TABLE` create and delete Delta tables when applied; an `INSERT`
+//!   plans its rows, which the server writes through the WAL. `SHOW
+//!   TABLES` and `DESCRIBE` come from DataFusion's information schema.
+//!   Each query runs in a bounded memory pool ([`memory`]).
 //! - [`cli`]: the interactive client, which talks FlightSQL to a server.
 //!
 //! ```
@@ -38,5 +41,5 @@ mod engine;
 mod error;
 pub mod memory;
 
-pub use engine::{Access, Outcome, Prepared, QueryConfig, SqlEngine};
+pub use engine::{Access, INSERT_COUNT, Outcome, Prepared, QueryConfig, SqlEngine};
 pub use error::{Error, Result};

@@ -293,12 +293,27 @@ async fn every_protocol_refuses_a_call_without_a_valid_token() {
     server.sql("CREATE TABLE made (id BIGINT)").await;
     let status = server.try_sql("SELECT * FROM made").await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // INSERT needs the write grant on its table, and the read grant on
+    // what it selects from.
+    let status = server
+        .try_sql("INSERT INTO sensors (id) VALUES (1)")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    server.token = Some(token(&server, "producer", "s3cret").await);
+    server.sql("INSERT INTO sensors (id) VALUES (1)").await;
+    let status = server
+        .try_sql("INSERT INTO sensors (id) SELECT id FROM other")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("other"), "{status:?}");
 
-    // Nothing was written or dropped; a restarted node still takes the
+    // Nothing else was written or dropped; a restarted node still takes the
     // tokens it minted.
     server.token = admin;
     server.restart_on_same_port().await;
-    assert_eq!(server.count("sensors").await, 0);
+    assert_eq!(server.count("sensors").await, 1, "the producer's INSERT");
     assert_eq!(server.count("other").await, 0);
 }
 

@@ -207,9 +207,9 @@ async fn bad_ddl_is_a_clear_error() {
             "table \"missing\" not found",
         ),
         (
-            "INSERT INTO sensors (id) VALUES (1)",
+            "DELETE FROM sensors",
             Code::InvalidArgument,
-            "push rows with Arrow Flight DoPut",
+            "DELETE is not supported: weir appends rows",
         ),
     ];
     for (sql, code, needle) in cases {

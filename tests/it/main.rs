@@ -8,5 +8,6 @@ mod records;
 mod recovery;
 mod resume;
 mod sql;
+mod statements;
 mod support;
 mod zerobus;

@@ -2,12 +2,6 @@
 
 use crate::support::*;
 
-async fn push(server: &TestServer, first: i64, rows: usize) {
-    let mut stream = server.sensors_stream().await;
-    stream.send(sensor_batch(first, rows)).await.unwrap();
-    stream.close().await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_and_catalog_statements() {
     let server = TestServer::start().await;
@@ -39,9 +33,9 @@ async fn ddl_and_catalog_statements() {
 async fn queries_union_delta_and_the_tail_with_filters_and_projection() {
     let server = TestServer::start().await;
     server.sql(SENSORS_DDL).await;
-    push(&server, 0, 6).await;
+    server.push_sensors(0, 6).await;
     server.server().catalog().commit_all().await.unwrap();
-    push(&server, 6, 6).await;
+    server.push_sensors(6, 6).await;
     let table = server.server().catalog().table("sensors").unwrap();
     assert_eq!(
         table.stats().tail_rows,
@@ -126,23 +120,6 @@ async fn ddl_through_flight_sql_statement_update() {
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
 }
 
-/// The rows of every endpoint of `info`, read with the Rust FlightSQL
-/// client.
-async fn metadata_rows(
-    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
-    info: arrow_flight::FlightInfo,
-) -> String {
-    use futures::TryStreamExt;
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let stream = client.do_get(endpoint.ticket.unwrap()).await.unwrap();
-        batches.extend(stream.try_collect::<Vec<_>>().await.unwrap());
-    }
-    arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_metadata_over_flight_sql() {
     use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
@@ -152,7 +129,7 @@ async fn catalog_metadata_over_flight_sql() {
     let mut client = server.flight_sql().await;
 
     let info = client.get_catalogs().await.unwrap();
-    insta::assert_snapshot!(metadata_rows(&mut client, info).await, @"
+    insta::assert_snapshot!(info_text(&mut client, info).await, @"
     +--------------+
     | catalog_name |
     +--------------+
@@ -163,7 +140,7 @@ async fn catalog_metadata_over_flight_sql() {
         .get_db_schemas(CommandGetDbSchemas::default())
         .await
         .unwrap();
-    insta::assert_snapshot!(metadata_rows(&mut client, info).await, @"
+    insta::assert_snapshot!(info_text(&mut client, info).await, @"
     +--------------+----------------+
     | catalog_name | db_schema_name |
     +--------------+----------------+
@@ -176,13 +153,13 @@ async fn catalog_metadata_over_flight_sql() {
         ..Default::default()
     };
     let info = client.get_tables(tables).await.unwrap();
-    let rows = metadata_rows(&mut client, info).await;
+    let rows = info_text(&mut client, info).await;
     assert!(
         rows.contains("sensors") && !rows.contains("other"),
         "{rows}"
     );
     let info = client.get_table_types().await.unwrap();
-    insta::assert_snapshot!(metadata_rows(&mut client, info).await, @"
+    insta::assert_snapshot!(info_text(&mut client, info).await, @"
     +------------+
     | table_type |
     +------------+
@@ -193,7 +170,7 @@ async fn catalog_metadata_over_flight_sql() {
         .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::SqlDdlTable])
         .await
         .unwrap();
-    insta::assert_snapshot!(metadata_rows(&mut client, info).await, @"
+    insta::assert_snapshot!(info_text(&mut client, info).await, @"
     +-----------+---------------------+
     | info_name | value               |
     +-----------+---------------------+

@@ -89,15 +89,7 @@ impl TestServer {
             .execute(sql.to_string(), None)
             .await
             .map_err(to_status)?;
-        let mut batches = Vec::new();
-        for endpoint in info.endpoint {
-            let stream = client
-                .do_get(endpoint.ticket.unwrap())
-                .await
-                .map_err(to_status)?;
-            batches.extend(stream.try_collect::<Vec<_>>().await.map_err(to_status)?);
-        }
-        Ok(batches)
+        info_rows(&mut client, info).await
     }
 
     pub async fn sql(&self, sql: &str) -> Vec<RecordBatch> {
@@ -133,6 +125,14 @@ impl TestServer {
     }
 
     /// A producer stream of sensor rows into `sensors`.
+    /// Pushes `sensor_batch(first, rows)` on a stream of its own and
+    /// closes it once acked.
+    pub async fn push_sensors(&self, first: i64, rows: usize) {
+        let mut stream = self.sensors_stream().await;
+        stream.send(sensor_batch(first, rows)).await.unwrap();
+        stream.close().await.unwrap();
+    }
+
     pub async fn sensors_stream(&self) -> weir_client::Stream {
         self.client()
             .await
@@ -144,6 +144,33 @@ impl TestServer {
     pub fn table_url(&self, table: &str) -> url::Url {
         url::Url::from_directory_path(self.dir.path().join("tables").join(table)).unwrap()
     }
+}
+
+/// The rows of every endpoint of `info` as a text table, read with the
+/// Rust FlightSQL client.
+pub async fn info_text(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: arrow_flight::FlightInfo,
+) -> String {
+    pretty_format_batches(&info_rows(client, info).await.unwrap())
+        .unwrap()
+        .to_string()
+}
+
+/// The rows of every endpoint of `info`.
+pub async fn info_rows(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let stream = client
+            .do_get(endpoint.ticket.unwrap())
+            .await
+            .map_err(to_status)?;
+        batches.extend(stream.try_collect::<Vec<_>>().await.map_err(to_status)?);
+    }
+    Ok(batches)
 }
 
 pub fn to_status(e: arrow_flight::error::FlightError) -> tonic::Status {

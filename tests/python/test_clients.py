@@ -208,3 +208,101 @@ def test_adbc_bulk_ingest(weir):
         weir.sql("SELECT * FROM fresh")
     # Another client sees them too.
     assert weir.sql("SELECT count(*) AS n FROM people").splitlines()[1] == "12"
+
+
+# A query that runs for minutes unless stopped.
+ENDLESS = "SELECT sum(value % 7) AS s FROM generate_series(1, 100000000000)"
+
+
+def adbc_error(call):
+    """The ADBC error `call` raises."""
+    import adbc_driver_manager
+
+    with pytest.raises(adbc_driver_manager.Error) as error:
+        call()
+    return error.value
+
+
+def test_adbc_prepared_statements_and_inserts(weir):
+    """Parameters (DataFusion's `$1`, `$2`) on a prepared statement run
+    twice; `INSERT` one row at a time and with `executemany`, each durable
+    and visible when it returns."""
+    import adbc_driver_flightsql.dbapi as dbapi
+
+    with dbapi.connect(f"grpc://{weir.addr}") as conn:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE readings (id BIGINT NOT NULL, v DOUBLE, site VARCHAR)")
+            cur.execute("INSERT INTO readings (id, v, site) VALUES (1, 0.5, 'north')")
+            assert cur.fetchone() == (1,)
+            cur.executemany(
+                "INSERT INTO readings (id, v, site) VALUES ($1, $2, $3)",
+                [(2, 1.5, "south"), (3, 2.5, "north"), (4, 3.5, "east")],
+            )
+            assert weir.sql("SELECT count(*) AS n, sum(v) AS total FROM readings") == "n,total\n4,8.0\n"
+
+            query = "SELECT count(*) AS n, max(v) AS top FROM readings WHERE id <= $1 AND site = $2"
+            cur.execute(query, parameters=(3, "north"))
+            assert [d[0] for d in cur.description] == ["n", "top"]
+            assert cur.fetchall() == [(2, 2.5)]
+            cur.execute(query, parameters=(1, "north"))
+            assert cur.fetchall() == [(1, 0.5)]
+            cur.execute(query, parameters=(10, "east"))
+            assert cur.fetch_arrow_table().to_pylist() == [{"n": 1, "top": 3.5}]
+
+
+def test_adbc_errors_carry_their_codes(weir, tmp_path):
+    import adbc_driver_flightsql.dbapi as dbapi
+    from adbc_driver_manager import AdbcStatusCode as Code
+
+    weir.sql("CREATE TABLE readings (id BIGINT NOT NULL, v DOUBLE)")
+    with dbapi.connect(f"grpc://{weir.addr}") as conn:
+        with conn.cursor() as cur:
+            for sql, code, says in [
+                ("SELEC 1", Code.INVALID_ARGUMENT, "SELEC"),
+                ("SELECT * FROM nowhere", Code.INVALID_ARGUMENT, "nowhere"),
+                ("SELECT nothing FROM readings", Code.INVALID_ARGUMENT, "nothing"),
+                ("INSERT INTO readings (v) VALUES (1.0)", Code.INVALID_ARGUMENT, '"id"'),
+                ("CREATE TABLE readings (id BIGINT)", Code.ALREADY_EXISTS, "readings"),
+            ]:
+                error = adbc_error(lambda: cur.execute(sql))
+                assert error.status_code == code, (sql, error)
+                assert says in str(error), (sql, error)
+    assert weir.sql("SELECT count(*) AS n FROM readings") == "n\n0\n"
+
+    from conftest import Weir
+
+    slow = Weir(tmp_path / "slow", config="[limits]\nquery_timeout_ms = 500\n")
+    try:
+        with dbapi.connect(f"grpc://{slow.addr}") as conn:
+            with conn.cursor() as cur:
+
+                def run():
+                    cur.execute(ENDLESS)
+                    cur.fetchall()
+
+                error = adbc_error(run)
+                assert error.status_code == Code.TIMEOUT, error
+                assert "limits.query_timeout_ms" in str(error)
+    finally:
+        assert slow.stop() == 0
+
+
+def test_adbc_cancel_stops_a_long_query(weir):
+    import threading
+    import time
+
+    import adbc_driver_flightsql.dbapi as dbapi
+    from adbc_driver_manager import AdbcStatusCode as Code
+
+    with dbapi.connect(f"grpc://{weir.addr}") as conn:
+        with conn.cursor() as cur:
+            started = time.monotonic()
+            cur.execute(ENDLESS)
+            threading.Timer(0.5, cur.adbc_cancel).start()
+            error = adbc_error(cur.fetchall)
+            assert error.status_code == Code.CANCELLED, error
+            assert time.monotonic() - started < 30
+        # The server is fine and answers the next query.
+        with conn.cursor() as cur:
+            cur.execute("SELECT 41 + 1")
+            assert cur.fetchone() == (42,)
