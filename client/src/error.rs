@@ -14,8 +14,9 @@ pub enum Error {
     /// table, OUT_OF_RANGE for a numbering gap, UNAVAILABLE on shutdown).
     #[error("server: {0}")]
     Server(#[from] tonic::Status),
-    /// The server sent an ack this SDK does not understand.
-    #[error("malformed ack from the server: {0}")]
+    /// The server sent something this SDK does not understand (an ack,
+    /// a catalog answer).
+    #[error("malformed answer from the server: {0}")]
     Protocol(String),
     /// The stream ended before every batch was acknowledged.
     #[error("the stream closed with batches {first}..={last} unacknowledged")]

@@ -1,6 +1,7 @@
-//! weir's Rust producer SDK.
+//! weir's Rust client: a producer SDK and a query API.
 //!
-//! A [`Client`] opens [`Stream`]s to tables over Arrow Flight `DoPut`, of
+//! A [`SqlClient`] runs SQL over FlightSQL (see [`query`]); `weir sql` is
+//! built on it. A [`Client`] opens [`Stream`]s to tables over Arrow Flight `DoPut`, of
 //! Arrow batches ([`Client::open_stream`]) or of protobuf or JSON records
 //! ([`Client::open_records_stream`]). A stream numbers its requests 0, 1, 2, ... (the `offset_id` of weir's ingest
 //! convention), keeps every request the server has not acknowledged in a
@@ -28,7 +29,9 @@
 //! ```
 
 mod error;
+pub mod query;
 mod stream;
 
 pub use error::{Error, Result};
+pub use query::{ConnectOptions, Rows, SqlClient, TableInfo};
 pub use stream::{Ack, Client, STREAM_NAME_HEADER, Stream, StreamOptions};

@@ -14,10 +14,10 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use weir_codec::flight::{AckMetadata, RequestMetadata};
 
-use crate::{Error, Result};
+use crate::{ConnectOptions, Error, Result};
 
 /// The header naming a resumable stream (weir's ingest convention).
 pub use weir_codec::flight::STREAM_NAME_HEADER;
@@ -132,18 +132,10 @@ pub struct Stream {
 impl Client {
     /// Connects to `address`, e.g. `http://127.0.0.1:50051`.
     pub async fn connect(address: &str) -> Result<Self> {
-        let connect_error = |reason: String| Error::Connect {
-            address: address.to_string(),
-            reason,
-        };
         // The channel connects again by itself when a call finds its
         // connection gone, so a stream reconnecting after a server restart
         // needs no new client.
-        let channel = Endpoint::from_shared(address.to_string())
-            .map_err(|e| connect_error(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
+        let channel = crate::query::channel(address, &ConnectOptions::default()).await?;
         let flight = FlightServiceClient::new(channel)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);

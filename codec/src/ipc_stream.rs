@@ -118,7 +118,7 @@ impl IpcStreamDecoder {
                 })?;
                 self.check_batch(&batch, &body)?;
                 let version = message.version();
-                let buffer = Buffer::from(body);
+                let buffer = aligned(body);
                 let dictionaries = &self.dictionaries;
                 let batch = guarded(|| {
                     ipc::reader::read_record_batch(
@@ -147,7 +147,7 @@ impl IpcStreamDecoder {
                 })?;
                 self.check_batch(&values, &body)?;
                 let version = message.version();
-                let buffer = Buffer::from(body);
+                let buffer = aligned(body);
                 let dictionaries = &mut self.dictionaries;
                 guarded(|| {
                     ipc::reader::read_dictionary(
@@ -260,6 +260,19 @@ impl IpcStreamDecoder {
 
 /// Runs Arrow's reader, turning its errors and any panic on malformed
 /// input into [`Error::InvalidIpc`].
+/// `body` as an Arrow buffer at an 8-byte aligned address. gRPC delivers a
+/// body wherever it lies in the received frame; Arrow copies unaligned
+/// buffers of most types, but reads some in place (a union's type ids and
+/// offsets), where an unaligned address panics. A body that is unaligned
+/// is copied once, which is what Arrow would do buffer by buffer anyway.
+fn aligned(body: Bytes) -> Buffer {
+    if body.as_ptr().align_offset(8) == 0 {
+        Buffer::from(body)
+    } else {
+        Buffer::from_slice_ref(&body)
+    }
+}
+
 fn guarded<T>(read: impl FnOnce() -> Result<T, arrow::error::ArrowError>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(read)) {
         Ok(Ok(value)) => Ok(value),

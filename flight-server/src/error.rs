@@ -280,7 +280,7 @@ fn sql_code(e: &weir_sql::Error) -> Code {
         E::Denied(_) => Code::PermissionDenied,
         E::DataFusion(_) if e.is_resources_exhausted() => Code::ResourceExhausted,
         E::DataFusion(_) if e.is_caller_fault() => Code::InvalidArgument,
-        E::DataFusion(_) | E::Server(_) | E::Io(_) => Code::Internal,
+        E::DataFusion(_) => Code::Internal,
     }
 }
 

@@ -173,12 +173,19 @@ pub fn parameter_rows(params: Option<&RecordBatch>) -> Result<Vec<Vec<ScalarValu
         .collect()
 }
 
+/// The value of `column` at `row`. A union (clients that bind values of
+/// any type send each parameter as a dense union) gives the value inside.
 fn value_at(column: &ArrayRef, field: &Field, row: usize) -> Result<ScalarValue> {
-    ScalarValue::try_from_array(column.as_ref(), row).map_err(|e| {
+    let value = ScalarValue::try_from_array(column.as_ref(), row).map_err(|e| {
         Error::BadRequest(format!(
             "parameter {:?} (row {row}): {e}",
             weir_codec::EchoText(field.name())
         ))
+    })?;
+    Ok(match value {
+        ScalarValue::Union(Some((_, inner)), ..) => *inner,
+        ScalarValue::Union(None, ..) => ScalarValue::Null,
+        other => other,
     })
 }
 
@@ -309,5 +316,33 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1][0], ScalarValue::Int64(Some(2)));
         assert_eq!(rows[1][1], ScalarValue::Utf8View(Some("y".into())));
+
+        // A dense union gives the value inside.
+        let fields = arrow::datatypes::UnionFields::try_new(
+            [0, 1],
+            [
+                Field::new("int", DataType::Int64, true),
+                Field::new("text", DataType::Utf8, true),
+            ],
+        )
+        .unwrap();
+        let union = arrow::array::UnionArray::try_new(
+            fields,
+            vec![1i8, 0].into(),
+            Some(vec![0i32, 0].into()),
+            vec![
+                Arc::new(Int64Array::from(vec![7])) as ArrayRef,
+                Arc::new(arrow::array::StringArray::from(vec!["north"])) as ArrayRef,
+            ],
+        )
+        .unwrap();
+        let params = RecordBatch::try_from_iter([("p", Arc::new(union) as ArrayRef)]).unwrap();
+        assert_eq!(
+            parameter_rows(Some(&params)).unwrap(),
+            vec![
+                vec![ScalarValue::Utf8(Some("north".into()))],
+                vec![ScalarValue::Int64(Some(7))]
+            ]
+        );
     }
 }

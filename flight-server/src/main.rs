@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cli::{Format, Options};
 use tracing_subscriber::EnvFilter;
 use weir_flight_server::{Config, Server};
-use weir_sql::cli::{Format, Options};
+
+mod cli;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,9 +51,13 @@ enum Command {
     },
     /// Run SQL against a node: interactive, or with -c / -f.
     Sql {
-        /// The server.
+        /// The server: http://HOST:PORT, or https://HOST:PORT for TLS.
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         server: String,
+        /// A PEM CA certificate to trust for an https:// server (besides
+        /// the system's roots).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Statements to run, then exit.
         #[arg(short = 'c', long = "command")]
         command: Option<String>,
@@ -103,6 +109,7 @@ fn main() -> ExitCode {
                 format,
                 timing,
                 token,
+                ca_file,
             } => {
                 let options = Options {
                     server,
@@ -111,8 +118,9 @@ fn main() -> ExitCode {
                     format,
                     timing,
                     token,
+                    ca_file,
                 };
-                match weir_sql::cli::run(options).await {
+                match cli::run(options).await {
                     Ok(true) => ExitCode::SUCCESS,
                     Ok(false) => ExitCode::FAILURE,
                     Err(e) => {

@@ -299,7 +299,8 @@ impl SqlEngine {
         let context = self.context()?;
         let state = context.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
+        let sql = number_question_marks(sql)?;
+        let statement = state.sql_to_statement(&sql, &dialect)?;
         // Before planning, whose errors could show a table's columns; the
         // table a CREATE TABLE names is not read.
         if !is_create_table(&statement) {
@@ -414,6 +415,54 @@ impl SqlEngine {
             )),
         }
     }
+}
+
+/// `sql` with its `?` placeholders (JDBC's and ODBC's, and many Python
+/// drivers') numbered `$1`, `$2`, ... in the order they appear, which is
+/// how DataFusion binds by position. Strings, quoted names and comments are
+/// left as they are; a statement with both kinds is refused.
+fn number_question_marks(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        // The parser reports the error.
+        return Ok(sql.into());
+    };
+    let placeholders: Vec<_> = tokens
+        .iter()
+        .filter_map(|t| match &t.token {
+            Token::Placeholder(name) => Some((name.as_str(), t.span.start)),
+            _ => None,
+        })
+        .collect();
+    let marks = placeholders.iter().filter(|(name, _)| *name == "?").count();
+    if marks == 0 {
+        return Ok(sql.into());
+    }
+    if marks != placeholders.len() {
+        return Err(Error::Unsupported(
+            "the statement mixes ? with named or numbered parameters: use one kind".into(),
+        ));
+    }
+    // Line and column (in characters, from 1) to byte offsets.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let mut numbered = String::with_capacity(sql.len() + 2 * marks);
+    let mut copied = 0;
+    for (n, (_, at)) in placeholders.iter().enumerate() {
+        let line = line_starts[usize::try_from(at.line).unwrap_or(1).saturating_sub(1)];
+        let column = usize::try_from(at.column).unwrap_or(1).saturating_sub(1);
+        let offset = sql[line..]
+            .char_indices()
+            .nth(column)
+            .map_or(sql.len(), |(i, _)| line + i);
+        numbered.push_str(&sql[copied..offset]);
+        numbered.push_str(&format!("${}", n + 1));
+        copied = offset + 1;
+    }
+    numbered.push_str(&sql[copied..]);
+    Ok(numbered.into())
 }
 
 /// Refuses, at planning, the DDL that [`SqlEngine::apply`] does not run.
@@ -710,5 +759,21 @@ mod tests {
             assert!(err.to_string().contains(says), "{sql}: {err}");
         }
         assert_eq!(engine.catalog().table_names(), ["t"], "nothing was created");
+    }
+
+    #[test]
+    fn question_marks_are_numbered_in_order_outside_strings_and_names() {
+        let numbered = |sql: &str| number_question_marks(sql).unwrap().into_owned();
+        assert_eq!(
+            numbered("SELECT * FROM t WHERE a = ? AND b = '?' AND \"c?\" = ?"),
+            "SELECT * FROM t WHERE a = $1 AND b = '?' AND \"c?\" = $2"
+        );
+        assert_eq!(
+            numbered("SELECT 'é', ?\n  -- why?\n  , ?"),
+            "SELECT 'é', $1\n  -- why?\n  , $2"
+        );
+        assert_eq!(numbered("SELECT $1, $2"), "SELECT $1, $2");
+        let err = number_question_marks("SELECT ?, $2").unwrap_err();
+        assert!(err.to_string().contains("one kind"), "{err}");
     }
 }

@@ -20,12 +20,6 @@ pub enum Error {
     /// Creating, finding or dropping a table failed.
     #[error(transparent)]
     Table(#[from] weir_provider::Error),
-    /// The CLI could not talk to the server.
-    #[error("server: {0}")]
-    Server(String),
-    /// The CLI could not read a file or the terminal.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
 }
 
 impl Error {
@@ -57,7 +51,6 @@ impl Error {
                 _ => false,
             },
             Error::Table(e) => e.is_caller_fault(),
-            Error::Server(_) | Error::Io(_) => false,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! weir's SQL front end: the query engine over a node's tables, and the
-//! bundled `weir sql` command-line client.
+//! weir's SQL engine over a node's tables. (The `weir sql` client is in
+//! the `weir` binary, on `weir-client`'s FlightSQL API.)
 //!
 //! - [`SqlEngine`]: plans and runs SQL against a [`Catalog`]. Planning
 //!   ([`SqlEngine::prepare`]) changes nothing and gives a [`Prepared`]
@@ -9,7 +9,6 @@
 //!   plans its rows, which the server writes through the WAL. `SHOW
 //!   TABLES` and `DESCRIBE` come from DataFusion's information schema.
 //!   Each query runs in a bounded memory pool ([`memory`]).
-//! - [`cli`]: the interactive client, which talks FlightSQL to a server.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -36,7 +35,6 @@
 //! [`Catalog`]: weir_provider::Catalog
 //! [`TableScanProvider`]: weir_provider::TableScanProvider
 
-pub mod cli;
 mod engine;
 mod error;
 pub mod memory;

@@ -396,7 +396,8 @@ async fn tls_with_a_ca_of_the_tests_own() {
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     let token = body["access_token"].as_str().unwrap().to_string();
-    let bearer: Arc<dyn databricks_zerobus_ingest_sdk::HeadersProvider> = Arc::new(Bearer(token));
+    let bearer: Arc<dyn databricks_zerobus_ingest_sdk::HeadersProvider> =
+        Arc::new(Bearer(token.clone()));
     let mut stream = sdk
         .stream_builder()
         .table(TABLE)
@@ -411,6 +412,36 @@ async fn tls_with_a_ca_of_the_tests_own() {
         .unwrap();
     stream.flush().await.unwrap();
     stream.close().await.unwrap();
+
+    // The rows through weir-client's FlightSQL API (the one `weir sql`
+    // uses) over TLS, with the token; without the CA, or over plaintext,
+    // it does not connect.
+    let options = weir_client::ConnectOptions {
+        token: Some(token.clone()),
+        ca_pem: Some(ca.pem().into_bytes()),
+    };
+    let url = format!("https://localhost:{}", addr.port());
+    let mut sql = weir_client::SqlClient::connect(&url, &options)
+        .await
+        .unwrap();
+    let rows = sql.query("SELECT count(*) FROM sensors").await.unwrap();
+    let rows = rows.collect().await.unwrap();
+    let count = rows[0].column(0).as_any();
+    let count = count.downcast_ref::<arrow::array::Int64Array>().unwrap();
+    assert_eq!(count.value(0), 10);
+    let tables = sql.tables().await.unwrap();
+    assert_eq!(tables.len(), 1);
+    assert_eq!(tables[0].name, "sensors");
+    assert_eq!(tables[0].columns.field(0).name(), "id");
+    let untrusted = weir_client::ConnectOptions {
+        ca_pem: None,
+        ..options.clone()
+    };
+    let refused = match weir_client::SqlClient::connect(&url, &untrusted).await {
+        Err(_) => true,
+        Ok(mut sql) => sql.query("SELECT 1").await.is_err(),
+    };
+    assert!(refused, "the server's CA is not the system's");
 
     // Plaintext to a TLS port does not get through.
     let plain = ZerobusSdk::builder()
@@ -452,7 +483,7 @@ async fn server_with_clients_over_tls(
             "producer",
             "s3cret",
             &["main.telemetry.sensors"],
-            &[],
+            &["sensors"],
             true,
         )];
         config.tls.cert_file = Some(cert_file);

@@ -306,3 +306,36 @@ def test_adbc_cancel_stops_a_long_query(weir):
         with conn.cursor() as cur:
             cur.execute("SELECT 41 + 1")
             assert cur.fetchone() == (42,)
+
+
+def test_sqlalchemy_datafusion_dialect(weir):
+    """SQLAlchemy through `flightsql-dbapi`'s DataFusion dialect, as a BI
+    tool such as Superset connects: reflection, then Core queries."""
+    import sqlalchemy as sa
+
+    weir.sql("CREATE TABLE sensors (id BIGINT NOT NULL, ts TIMESTAMP, temp DOUBLE, site VARCHAR)")
+    push(weir.addr, "sensors", [sensors(0, 3)])
+    weir.sql("INSERT INTO sensors (id, site) VALUES (10, 'south'), (11, 'south')")
+    host, port = weir.addr.rsplit(":", 1)
+    # The dialect's optional features: keys through GetPrimaryKeys, and
+    # bound parameters through prepared statements.
+    features = "feature-sqlalchemy-primary-keys=on&feature-sqlalchemy-prepared-statements=on"
+    engine = sa.create_engine(f"datafusion://{host}:{port}?insecure=true&{features}")
+    inspector = sa.inspect(engine)
+    assert inspector.get_schema_names() == ["public"]
+    assert inspector.get_table_names() == ["sensors"]
+    columns = inspector.get_columns("sensors")
+    assert [(c["name"], c["nullable"]) for c in columns] == [
+        ("id", False),
+        ("ts", True),
+        ("temp", True),
+        ("site", True),
+    ]
+    assert inspector.get_pk_constraint("sensors")["constrained_columns"] == []
+
+    table = sa.Table("sensors", sa.MetaData(), autoload_with=engine)
+    with engine.connect() as conn:
+        by_site = sa.select(table.c.site, sa.func.count().label("n")).group_by(table.c.site).order_by(table.c.site)
+        assert conn.execute(by_site).fetchall() == [("north", 3), ("south", 2)]
+        south = sa.select(sa.func.max(table.c.id)).where(table.c.site == "south")
+        assert conn.execute(south).scalar() == 11

@@ -231,3 +231,40 @@ fn a_schema_that_panics_in_arrows_reader_is_an_error() {
     let input = include_bytes!("../../fuzz/seeds/arrow_ipc/panicking_schema");
     assert_eq!(fuzz_messages(input), 0);
 }
+
+#[test]
+fn a_body_at_an_unaligned_address_decodes_also_with_a_union_column() {
+    // A dense union, as FlightSQL clients send parameters.
+    let fields = arrow::datatypes::UnionFields::try_new(
+        [0, 1],
+        [
+            arrow::datatypes::Field::new("int", arrow::datatypes::DataType::Int64, true),
+            arrow::datatypes::Field::new("text", arrow::datatypes::DataType::Utf8, true),
+        ],
+    )
+    .unwrap();
+    let union = arrow::array::UnionArray::try_new(
+        fields,
+        vec![1i8, 0].into(),
+        Some(vec![0i32, 0].into()),
+        vec![
+            Arc::new(Int64Array::from(vec![7])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["north"])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let batch = RecordBatch::try_from_iter([("p", Arc::new(union) as ArrayRef)]).unwrap();
+    let messages = messages(&batch, None);
+    let mut decoder = IpcStreamDecoder::new(Limits::default());
+    for message in &messages {
+        // The body one byte into a buffer: never 8-byte aligned.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&message.arrow_data);
+        let body = Bytes::from(shifted).slice(1..);
+        assert_ne!(body.as_ptr().align_offset(8), 0);
+        match decoder.decode(&message.ipc_message, body).unwrap() {
+            IpcMessage::Batch(decoded) => assert_eq!(decoded, batch),
+            IpcMessage::Schema(_) | IpcMessage::Dictionary | IpcMessage::None => {}
+        }
+    }
+}

@@ -110,3 +110,56 @@ async fn cli_runs_commands_files_and_formats() {
 
     server.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_takes_statements_over_lines_and_backslash_commands() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(&dir.path().join("data"));
+    let mut child = Command::new(WEIR)
+        .args(["sql", "--server", &server.url])
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = "CREATE TABLE t (id BIGINT NOT NULL, site VARCHAR);\n\
+                 INSERT INTO t VALUES (1, 'a'),\n\
+                 (2, 'b');\n\
+                 \\timing off\n\
+                 \\format csv\n\
+                 SELECT id, site\n  FROM t ORDER BY id;\n\
+                 \\d\n\
+                 \\format json\n\
+                 SELECT count(*) AS n FROM t;\n\
+                 \\x\n\
+                 \\q\n\
+                 SELECT 'never run';\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let out = String::from_utf8(output.stdout).unwrap();
+    let err = String::from_utf8(output.stderr).unwrap();
+    for expected in [
+        "OK\n",
+        "| count |",
+        "| 2     |",
+        "timing off",
+        "id,site\n1,a\n2,b\n",
+        "table_name\nt\n",
+        "{\"n\":2}\n",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("never run"), "{out}");
+    assert!(err.contains("unknown command \"\\\\x\""), "{err}");
+    // The history was saved under HOME.
+    let history = std::fs::read_to_string(dir.path().join(".weir_sql_history")).unwrap();
+    assert!(history.contains("INSERT INTO t VALUES"), "{history}");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use weir_sql::cli::{Client, Format};
+use weir_client::{ConnectOptions, SqlClient};
 
 pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
@@ -164,12 +164,14 @@ impl WeirProcess {
 }
 
 pub async fn sql(url: &str, sql: &str) -> Vec<RecordBatch> {
-    let mut client = Client::connect(url, Format::Table, false).await.unwrap();
-    client
-        .query(sql)
+    let mut client = SqlClient::connect(url, &ConnectOptions::default())
+        .await
+        .unwrap();
+    let rows = client.query(sql).await;
+    let rows = rows.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.collect()
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .1
 }
 
 pub async fn scalar(url: &str, query: &str) -> i64 {
