@@ -51,7 +51,7 @@ use weir_provider::schema::{arrow_schema_of, delta_schema_for};
 use weir_provider::{StreamName, Table};
 
 use crate::auth::Principal;
-use crate::ingest::{Incoming, Ingest, Protocol, Replies, Requests, Rows, table_name};
+use crate::ingest::{Incoming, Ingest, Protocol, Replies, Requests, Rows, StreamSlot, table_name};
 use crate::metadata::{CATALOG, SCHEMA};
 use crate::records::{RecordDecoder, RecordsHeader};
 use crate::{Error, Result};
@@ -256,14 +256,14 @@ impl Ingest {
 
     /// Writes `batch` into table `name` as one request, all or nothing,
     /// and returns its rows once they are durable and visible: the rows of
-    /// a SQL `INSERT`.
+    /// a SQL `INSERT`, gathered while holding `slot`.
     pub async fn insert(
         &self,
+        slot: StreamSlot,
         principal: &Principal,
         name: &str,
         batch: RecordBatch,
     ) -> Result<i64> {
-        let slot = self.open_slot()?;
         let table = self.table(name)?;
         principal.check_write(table.name())?;
         // Checked here, so that a refusal names the column, not the

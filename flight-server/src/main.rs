@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cli::{Format, Options};
 use tracing_subscriber::EnvFilter;
 use weir_flight_server::{Config, Server};
 
+mod bench;
 mod cli;
 
 #[derive(Debug, Parser)]
@@ -48,6 +50,42 @@ enum Command {
     HashSecret {
         /// The secret (random, e.g. `openssl rand -hex 32`).
         secret: String,
+    },
+    /// Measure ingest: many producers pushing NEOWISE rows into one table
+    /// (starts its own server unless --connect is given).
+    Bench {
+        /// Concurrent producer streams (1 to 1,024).
+        #[arg(long, default_value_t = 64)]
+        streams: usize,
+        /// Seconds the producers send, after the warm-up.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds left out of the figures at the start.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Rows in each request.
+        #[arg(long, default_value_t = 1000)]
+        rows_per_request: usize,
+        /// Requests each stream has in flight.
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
+        /// What the producers send: protobuf, arrow or both (one after
+        /// the other).
+        #[arg(long, default_value = "both")]
+        input: String,
+        /// A running server to measure instead of starting one.
+        #[arg(long)]
+        connect: Option<String>,
+        /// The data directory of the server it starts (default: a scratch
+        /// directory, removed after).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Seed of the generated rows.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Run SQL against a node: interactive, or with -c / -f.
     Sql {
@@ -98,6 +136,52 @@ fn main() -> ExitCode {
                 config,
                 allow_unauthenticated,
             } => serve(listen, data_dir, storage, config, allow_unauthenticated).await,
+            Command::Bench {
+                streams,
+                duration,
+                warmup,
+                rows_per_request,
+                in_flight,
+                input,
+                connect,
+                data_dir,
+                seed,
+                json,
+            } => {
+                let inputs = match input.as_str() {
+                    "protobuf" => vec![bench::Input::Protobuf],
+                    "arrow" => vec![bench::Input::Arrow],
+                    "both" => vec![bench::Input::Protobuf, bench::Input::Arrow],
+                    other => {
+                        eprintln!("error: --input {other:?}: use protobuf, arrow or both");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let seconds = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO);
+                let options = bench::Options {
+                    streams,
+                    duration: seconds(duration),
+                    warmup: seconds(warmup),
+                    rows_per_request,
+                    in_flight,
+                    inputs,
+                    connect,
+                    data_dir,
+                    seed,
+                    json,
+                };
+                match bench::run(options).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => {
+                        eprintln!("error: a check failed (see the report)");
+                        ExitCode::FAILURE
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::HashSecret { secret } => {
                 println!("{}", weir_flight_server::auth::hash_secret(&secret));
                 ExitCode::SUCCESS

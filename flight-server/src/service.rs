@@ -66,6 +66,9 @@ use crate::session::Sessions;
 use crate::statements::{Cancelled, Statements, Ticket as Redeems};
 use crate::{Config, Error};
 
+/// Most rows of parameters a query is run with (once per row).
+const MAX_QUERY_PARAMETER_ROWS: usize = 10_000;
+
 /// The Flight action that cancels a query (`CancelFlightInfoRequest`).
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
@@ -165,7 +168,10 @@ impl WeirService {
                 plan,
                 context,
             } => {
-                let work = async {
+                // Taken before the rows are gathered: they count against
+                // `limits.max_streams` like any stream's request.
+                let slot = self.ingest.open_slot()?;
+                let rows = async {
                     let mut rows = OneRequest::new("an INSERT's rows", self.ingest.limits());
                     for values in parameter_rows(params)? {
                         let bound = Prepared::Insert {
@@ -182,16 +188,20 @@ impl WeirService {
                             rows.push(batch)?;
                         }
                     }
-                    match rows.finish()? {
-                        Some(batch) => self.ingest.insert(principal, &table, batch).await,
-                        None => Ok(0),
-                    }
+                    rows.finish()
                 };
-                let written = match self.query_timeout {
-                    Some(limit) => tokio::time::timeout(limit, work)
+                // The timeout bounds making the rows; once they are handed
+                // to ingest, the answer waits for their ack, so that a
+                // client is never told of a failure for rows that land.
+                let rows = match self.query_timeout {
+                    Some(limit) => tokio::time::timeout(limit, rows)
                         .await
                         .map_err(|_| Error::QueryTimeout(millis(limit)))??,
-                    None => work.await?,
+                    None => rows.await?,
+                };
+                let written = match rows {
+                    Some(batch) => self.ingest.insert(slot, principal, &table, batch).await?,
+                    None => 0,
                 };
                 Ok(Redeems::Inserted(u64::try_from(written).unwrap_or(0)))
             }
@@ -230,33 +240,66 @@ impl WeirService {
         let Prepared::Query { plan, context } = prepared else {
             return Err(Error::BadRequest("the ticket does not hold a query".into()));
         };
-        let mut bound = Vec::new();
-        for values in parameter_rows(params)? {
+        let rows = parameter_rows(params)?;
+        if rows.len() > MAX_QUERY_PARAMETER_ROWS {
+            return Err(Error::MessageTooLarge(format!(
+                "{} rows of parameters for a query, which runs once per row; at most \
+                 {MAX_QUERY_PARAMETER_ROWS}",
+                rows.len()
+            )));
+        }
+        let unbound = Arc::clone(plan.schema().inner());
+        let bind = move |values: Vec<datafusion::common::ScalarValue>| {
             let query = Prepared::Query {
                 plan: plan.clone(),
                 context: context.clone(),
             };
-            let Prepared::Query { plan, context } = query.bind(values)? else {
-                return Err(Error::Internal("binding changed the statement".into()));
-            };
-            bound.push((plan, context));
-        }
-        // The schema once bound: an untyped parameter takes its value's.
-        let schema = match bound.first() {
-            Some((plan, _)) => Arc::clone(plan.schema().inner()),
-            None => Arc::clone(plan.schema().inner()),
+            match query.bind(values)? {
+                Prepared::Query { plan, context } => Ok((plan, context)),
+                _ => Err(Error::Internal("binding changed the statement".into())),
+            }
         };
+        let mut rows = rows.into_iter();
+        // The schema once bound: an untyped parameter takes its value's.
+        let first = rows.next().map(&bind).transpose()?;
+        let Some((first_plan, first_context)) = first else {
+            // No rows of parameters: no results, and the schema.
+            let none = futures::stream::empty().boxed();
+            return Ok(execute::send(&unbound, none, running, self.query_timeout));
+        };
+        let schema = Arc::clone(first_plan.schema().inner());
+        // The other rows are bound one at a time, as the results before
+        // them are sent; each must give the result the first one's types.
+        let same = Arc::clone(&schema);
+        let later = rows.enumerate().map(move |(i, values)| {
+            let (plan, context) = bind(values)?;
+            let types = |s: &Schema| {
+                s.fields()
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect::<Vec<_>>()
+            };
+            if types(plan.schema().as_arrow()) != types(&same) {
+                return Err(Error::BadRequest(format!(
+                    "parameter row {}: its values give the result other types than the first \
+                     row's; bind values of one type per parameter",
+                    i + 1
+                )));
+            }
+            Ok((plan, context))
+        });
         let engine = self.engine.clone();
-        let batches = futures::stream::iter(bound)
-            .then(move |(plan, context)| {
-                let engine = engine.clone();
-                async move {
-                    let batches = engine.execute(plan, &context).await?;
-                    Ok::<_, Error>(batches.map_err(sql_error))
-                }
-            })
-            .try_flatten()
-            .boxed();
+        let batches =
+            futures::stream::iter(std::iter::once(Ok((first_plan, first_context))).chain(later))
+                .and_then(move |(plan, context)| {
+                    let engine = engine.clone();
+                    async move {
+                        let batches = engine.execute(plan, &context).await?;
+                        Ok::<_, Error>(batches.map_err(sql_error))
+                    }
+                })
+                .try_flatten()
+                .boxed();
         Ok(execute::send(&schema, batches, running, self.query_timeout))
     }
 
@@ -281,6 +324,8 @@ impl WeirService {
         &self,
         mut input: PeekableFlightDataStream,
     ) -> Result<Option<RecordBatch>, Error> {
+        // Held while the parameters are gathered, like a stream's request.
+        let _slot = self.ingest.open_slot()?;
         let mut decoder = IpcStreamDecoder::new(self.ingest.limits());
         let mut params = OneRequest::new("bound parameters", self.ingest.limits());
         let mut schema = None;
@@ -437,7 +482,13 @@ impl FlightSqlService for WeirService {
         let principal = self.ingest.principal(request.metadata())?;
         // Checked now, run when executed.
         let prepared = self.plan(&query.query, &principal, true).await?;
-        let dataset = execute::wire_schema(&prepared.result_schema());
+        // An INSERT answers no dataset schema, though executing it as a
+        // query answers its count: JDBC (and others) tell an update from
+        // a query by an empty dataset schema.
+        let dataset = match prepared {
+            Prepared::Insert { .. } => Arc::new(Schema::empty()),
+            _ => execute::wire_schema(&prepared.result_schema()),
+        };
         let parameters = prepared.parameter_schema().map_err(Error::from)?;
         let handle = self.statements.prepare(&principal, query.query)?;
         Ok(ActionCreatePreparedStatementResult {

@@ -18,8 +18,10 @@
 //!
 //! Prepared statements live in the server: a handle is 16 random bytes,
 //! usable only by the client that made it. At most [`MAX_PREPARED`] are
-//! held, with at most [`MAX_BOUND_BYTES`] of bound parameters among them;
-//! past either, the least recently used is closed. One unused for
+//! held, with at most [`MAX_HELD_BYTES`] of SQL and bound parameters among
+//! them, and each authenticated client at most a quarter of either; past a
+//! bound, the least recently used (of that client, for its own share) is
+//! closed. One unused for
 //! [`PREPARED_IDLE`] is closed too, so handles of clients that went away
 //! do not pile up.
 
@@ -37,8 +39,11 @@ use crate::{Error, Result};
 
 /// Most prepared statements one server holds.
 pub const MAX_PREPARED: usize = 1024;
-/// Most bytes of bound parameters all prepared statements hold together.
-pub const MAX_BOUND_BYTES: usize = 64 << 20;
+/// Most bytes of SQL and bound parameters all prepared statements hold
+/// together.
+pub const MAX_HELD_BYTES: usize = 64 << 20;
+/// What one client may hold, and one statement: a quarter of the server's.
+const SHARE: usize = 4;
 /// A prepared statement unused this long is closed.
 pub const PREPARED_IDLE: Duration = Duration::from_secs(15 * 60);
 /// Cancels remembered for queries that have not started.
@@ -87,9 +92,34 @@ struct Entry {
 struct Queries {
     /// Each running query's cancel signal and how many `DoGet`s run it.
     running: HashMap<QueryId, (watch::Sender<bool>, usize)>,
-    /// Cancelled before they started, oldest first.
-    cancelled: VecDeque<QueryId>,
-    cancelled_set: HashSet<QueryId>,
+    /// Cancelled before they started.
+    cancelled: Recent,
+    /// Ran and ended: a cancel finds nothing to stop.
+    finished: Recent,
+}
+
+/// The last [`MAX_CANCELLED`] query ids of a kind.
+#[derive(Default)]
+struct Recent {
+    order: VecDeque<QueryId>,
+    set: HashSet<QueryId>,
+}
+
+impl Recent {
+    fn insert(&mut self, id: QueryId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > MAX_CANCELLED
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, id: &QueryId) -> bool {
+        self.set.contains(id)
+    }
 }
 
 /// Tickets, prepared statements and running queries.
@@ -219,6 +249,13 @@ impl Statements {
     /// Holds `sql` as a prepared statement of `principal`; returns its
     /// handle. Closes the least recently used one past [`MAX_PREPARED`].
     pub fn prepare(&self, principal: &Principal, sql: String) -> Result<Handle> {
+        if sql.len() > MAX_HELD_BYTES / SHARE {
+            return Err(Error::MessageTooLarge(format!(
+                "a prepared statement of {} bytes of SQL; one holds at most {}",
+                sql.len(),
+                MAX_HELD_BYTES / SHARE
+            )));
+        }
         let handle = self.random_id()?;
         let mut prepared = self.prepared.lock().expect("statements lock");
         prepared.insert(
@@ -249,10 +286,11 @@ impl Statements {
     /// new generation.
     pub fn bind(&self, principal: &Principal, handle: &[u8], params: RecordBatch) -> Result<u64> {
         let bytes = params.get_array_memory_size();
-        if bytes > MAX_BOUND_BYTES {
+        if bytes > MAX_HELD_BYTES / SHARE {
             return Err(Error::MessageTooLarge(format!(
-                "{bytes} bytes of parameters; a prepared statement holds at most {MAX_BOUND_BYTES} \
-                 (execute an update with its parameters instead)"
+                "{bytes} bytes of parameters; a prepared statement holds at most {} (execute an \
+                 update with its parameters instead)",
+                MAX_HELD_BYTES / SHARE
             )));
         }
         let mut prepared = self.prepared.lock().expect("statements lock");
@@ -285,7 +323,7 @@ impl Statements {
     /// cancelled before it started.
     pub fn start(self: &std::sync::Arc<Self>, id: QueryId) -> Result<Running> {
         let mut queries = self.queries.lock().expect("queries lock");
-        if queries.cancelled_set.contains(&id) {
+        if queries.cancelled.contains(&id) {
             return Err(Error::Cancelled(
                 "the query was cancelled before it ran".into(),
             ));
@@ -302,7 +340,8 @@ impl Statements {
         })
     }
 
-    /// Cancels the query of a ticket this server issued.
+    /// Cancels the query of a ticket this server issued. A query that ran
+    /// and ended is not cancellable (its ticket stays usable).
     pub fn cancel(&self, ticket: &[u8]) -> Result<Cancelled> {
         let (id, what) = self.redeem(ticket)?;
         if matches!(what, Ticket::Inserted(_) | Ticket::Done) {
@@ -313,14 +352,10 @@ impl Statements {
             sender.send_replace(true);
             return Ok(Cancelled::Running);
         }
-        if queries.cancelled_set.insert(id) {
-            queries.cancelled.push_back(id);
-            if queries.cancelled.len() > MAX_CANCELLED
-                && let Some(oldest) = queries.cancelled.pop_front()
-            {
-                queries.cancelled_set.remove(&oldest);
-            }
+        if queries.finished.contains(&id) {
+            return Ok(Cancelled::NotCancellable);
         }
+        queries.cancelled.insert(id);
         Ok(Cancelled::Before)
     }
 }
@@ -340,6 +375,7 @@ impl Drop for Running {
             *count -= 1;
             if *count == 0 {
                 queries.running.remove(&self.id);
+                queries.finished.insert(self.id);
             }
         }
     }
@@ -358,22 +394,50 @@ fn owned<'a>(
     }
 }
 
-/// Closes idle statements, then the least recently used (never `keep`)
-/// until the bounds hold.
+/// What a prepared statement holds: its SQL and bound parameters.
+fn held_bytes(entry: &Entry) -> usize {
+    entry.bound.sql.len()
+        + entry
+            .bound
+            .params
+            .as_ref()
+            .map_or(0, RecordBatch::get_array_memory_size)
+}
+
+/// Closes idle statements; then, while `keep`'s owner (an authenticated
+/// client) holds more than its share, its least recently used; then,
+/// while the server holds more than its bounds, the least recently used
+/// of all. Never `keep` itself.
 fn evict(prepared: &mut HashMap<Handle, Entry>, keep: &Handle) {
     prepared.retain(|handle, entry| handle == keep || entry.used.elapsed() < PREPARED_IDLE);
-    let bound_bytes = |prepared: &HashMap<Handle, Entry>| -> usize {
-        prepared
+    if let Some(owner) = prepared.get(keep).and_then(|e| e.owner.clone()) {
+        let share = (MAX_PREPARED / SHARE, MAX_HELD_BYTES / SHARE);
+        shrink(prepared, keep, Some(&owner), share);
+    }
+    shrink(prepared, keep, None, (MAX_PREPARED, MAX_HELD_BYTES));
+}
+
+/// Closes the least recently used statements of `owner` (of everyone if
+/// `None`) but `keep`, until they number and hold at most `(count, bytes)`.
+fn shrink(
+    prepared: &mut HashMap<Handle, Entry>,
+    keep: &Handle,
+    owner: Option<&str>,
+    (count, bytes): (usize, usize),
+) {
+    let of_owner = |e: &Entry| owner.is_none_or(|o| e.owner.as_deref() == Some(o));
+    loop {
+        let (n, held) = prepared
             .values()
-            .filter_map(|e| e.bound.params.as_ref())
-            .map(RecordBatch::get_array_memory_size)
-            .sum()
-    };
-    while prepared.len() > MAX_PREPARED || bound_bytes(prepared) > MAX_BOUND_BYTES {
+            .filter(|e| of_owner(e))
+            .fold((0, 0), |(n, held), e| (n + 1, held + held_bytes(e)));
+        if n <= count && held <= bytes {
+            return;
+        }
         let Some(oldest) = prepared
             .iter()
-            .filter(|(handle, _)| *handle != keep)
-            .min_by_key(|(_, entry)| entry.used)
+            .filter(|(handle, e)| *handle != keep && of_owner(e))
+            .min_by_key(|(_, e)| e.used)
             .map(|(handle, _)| *handle)
         else {
             return;
@@ -444,15 +508,38 @@ mod tests {
         assert_eq!(statements.bind(&alice, &handle, params).unwrap(), 2);
         assert_eq!(statements.get(&alice, &handle).unwrap().generation, 2);
 
-        for i in 0..MAX_PREPARED + 10 {
+        // A client holds at most its share: its own least recently used
+        // go first, never another client's.
+        let bob = client("bob");
+        let bobs = statements.prepare(&bob, "SELECT 'bob'".into()).unwrap();
+        for i in 0..MAX_PREPARED {
             statements.prepare(&alice, format!("SELECT {i}")).unwrap();
         }
-        assert_eq!(statements.prepared_count(), MAX_PREPARED);
-        // The least recently used went first.
+        assert_eq!(statements.prepared_count(), MAX_PREPARED / SHARE + 1);
         assert!(statements.get(&alice, &handle).is_err());
+        assert!(statements.get(&bob, &bobs).is_ok());
         let last = statements.prepare(&alice, "SELECT 2".into()).unwrap();
         statements.close(&alice, &last).unwrap();
         assert!(statements.get(&alice, &last).is_err());
+
+        // Without authentication the server's bounds hold, SQL counted.
+        let open = Statements::new().unwrap();
+        for i in 0..MAX_PREPARED + 10 {
+            open.prepare(&Principal::Anyone, format!("SELECT {i}"))
+                .unwrap();
+        }
+        assert_eq!(open.prepared_count(), MAX_PREPARED);
+        let big = "x".repeat(MAX_HELD_BYTES / SHARE - 100);
+        for _ in 0..SHARE + 1 {
+            open.prepare(&Principal::Anyone, big.clone()).unwrap();
+        }
+        let held: usize = open.prepared.lock().unwrap().values().map(held_bytes).sum();
+        assert!(held <= MAX_HELD_BYTES, "{held}");
+        let too_big = "x".repeat(MAX_HELD_BYTES / SHARE + 1);
+        assert!(matches!(
+            open.prepare(&Principal::Anyone, too_big),
+            Err(Error::MessageTooLarge(_))
+        ));
     }
 
     #[test]
@@ -475,7 +562,19 @@ mod tests {
         let (id, _) = statements.redeem(&later).unwrap();
         assert!(matches!(statements.start(id), Err(Error::Cancelled(_))));
 
+        // Once it ran and ended, a cancel finds nothing, and the ticket
+        // still runs.
+        assert_eq!(
+            statements.cancel(&running).unwrap(),
+            Cancelled::NotCancellable
+        );
+        assert!(statements.start(id_of(&statements, &running)).is_ok());
+
         let done = statements.ticket(&Ticket::Done).unwrap();
         assert_eq!(statements.cancel(&done).unwrap(), Cancelled::NotCancellable);
+    }
+
+    fn id_of(statements: &Statements, ticket: &[u8]) -> QueryId {
+        statements.redeem(ticket).unwrap().0
     }
 }

@@ -363,7 +363,10 @@ impl SqlEngine {
                  the README)"
                     .into(),
             )),
-            plan => Ok(Prepared::Query { plan, context }),
+            plan => {
+                refuse_nested_effects(&plan)?;
+                Ok(Prepared::Query { plan, context })
+            }
         }
     }
 
@@ -463,6 +466,34 @@ fn number_question_marks(sql: &str) -> Result<std::borrow::Cow<'_, str>> {
     }
     numbered.push_str(&sql[copied..]);
     Ok(numbered.into())
+}
+
+/// Refuses a query that holds a statement with effects (`EXPLAIN ANALYZE
+/// COPY ...` writes files, `EXPLAIN ANALYZE INSERT ...` would write around
+/// the WAL) or changes the session (`SET`): a query only reads.
+fn refuse_nested_effects(plan: &LogicalPlan) -> Result<()> {
+    let mut found = None;
+    plan.apply_with_subqueries(|node| {
+        found = match node {
+            LogicalPlan::Copy(_) => Some("COPY".to_string()),
+            LogicalPlan::Dml(dml) => Some(dml.op.name().to_uppercase()),
+            LogicalPlan::Ddl(ddl) => Some(ddl.name().to_string()),
+            LogicalPlan::Statement(_) => Some("a session statement".to_string()),
+            _ => None,
+        };
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    match found {
+        Some(what) => Err(Error::Unsupported(format!(
+            "{what} is not supported inside a query (EXPLAIN, a subquery): run \
+             statements with effects on their own"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Refuses, at planning, the DDL that [`SqlEngine::apply`] does not run.
@@ -754,11 +785,25 @@ mod tests {
             ("CREATE OR REPLACE TABLE t (id BIGINT)", "DROP TABLE first"),
             ("CREATE VIEW v AS SELECT * FROM t", "not supported"),
             ("CREATE TABLE other.u (id BIGINT)", "one schema"),
+            (
+                "EXPLAIN ANALYZE COPY (SELECT 1) TO '/tmp/weir-never-written.csv'",
+                "COPY is not supported inside a query",
+            ),
+            (
+                "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+                "not supported inside a query",
+            ),
+            ("EXPLAIN CREATE TABLE u (id BIGINT)", "inside a query"),
+            (
+                "SET datafusion.execution.batch_size = 1",
+                "session statement",
+            ),
         ] {
             let err = engine.prepare(sql).await.unwrap_err();
             assert!(err.to_string().contains(says), "{sql}: {err}");
         }
         assert_eq!(engine.catalog().table_names(), ["t"], "nothing was created");
+        assert!(!std::path::Path::new("/tmp/weir-never-written.csv").exists());
     }
 
     #[test]

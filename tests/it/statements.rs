@@ -473,3 +473,61 @@ async fn sql_errors_name_the_problem_with_their_codes() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("nothing"), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_ingest_creates_then_appends_and_is_visible_when_it_returns() {
+    use arrow_flight::sql::{
+        CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption,
+    };
+    let server = TestServer::start().await;
+    let mut client = server.flight_sql().await;
+    let ingest =
+        |if_not_exist: TableNotExistOption, if_exists: TableExistsOption| CommandStatementIngest {
+            table_definition_options: Some(TableDefinitionOptions {
+                if_not_exist: if_not_exist as i32,
+                if_exists: if_exists as i32,
+            }),
+            table: "readings".into(),
+            ..Default::default()
+        };
+    let batches = |first: i64| {
+        futures::stream::iter([Ok(sensor_batch(first, 5)), Ok(sensor_batch(first + 5, 5))])
+    };
+    let created = client
+        .execute_ingest(
+            ingest(TableNotExistOption::Create, TableExistsOption::Fail),
+            batches(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, 10);
+    assert_eq!(
+        server.count("readings").await,
+        10,
+        "visible when it returns"
+    );
+    let appended = client
+        .execute_ingest(
+            ingest(TableNotExistOption::Fail, TableExistsOption::Append),
+            batches(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended, 10);
+    assert_eq!(
+        server
+            .scalar("SELECT count(DISTINCT id) FROM readings")
+            .await,
+        20
+    );
+    // Creating it again fails, and adds nothing.
+    let err = client
+        .execute_ingest(
+            ingest(TableNotExistOption::Create, TableExistsOption::Fail),
+            batches(20),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(to_status(err).code(), Code::AlreadyExists);
+    assert_eq!(server.count("readings").await, 20);
+}

@@ -2,6 +2,7 @@
 //! clean shutdown on SIGTERM, the data directory lock, the SQL CLI, and
 //! the limits that keep crafted requests from killing or bloating it.
 
+mod bench;
 mod bounded;
 mod cli;
 mod crash;

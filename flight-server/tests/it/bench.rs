@@ -1,0 +1,73 @@
+//! `weir bench` end to end, small: it starts its own server, runs both
+//! inputs, checks its own result and writes a report that holds the
+//! figures it promises.
+
+use std::process::Command;
+
+use crate::process::WEIR;
+
+#[test]
+fn bench_runs_both_inputs_and_checks_the_table_holds_what_was_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let output = Command::new(WEIR)
+        .args([
+            "bench",
+            "--streams",
+            "3",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--rows-per-request",
+            "200",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("MB/s"), "progress lines: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["streams"], 3);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.iter()
+            .map(|r| r["input"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["protobuf", "arrow"]
+    );
+    for run in runs {
+        assert!(run["mb_per_s"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(run["rows_per_s"].as_f64().unwrap() > 0.0, "{run}");
+        let check = &run["check"];
+        assert_eq!(check["passed"], true, "{check}");
+        assert!(check["acked_rows"].as_u64().unwrap() >= 200, "{check}");
+        assert_eq!(check["acked_rows"], check["counted_rows"]);
+        let latency = &run["ack_latency_ms"];
+        assert!(latency["p50"].as_f64().unwrap() > 0.0, "{latency}");
+        assert!(
+            latency["p99"].as_f64() >= latency["p50"].as_f64(),
+            "{latency}"
+        );
+        assert_eq!(run["freshness"]["short_counts"], 0, "{run}");
+        assert!(!run["timeline"].as_array().unwrap().is_empty());
+    }
+    // A NEOWISE row is about 1.2 KB in protobuf.
+    let bytes_per_row = runs[0]["bytes_per_row"].as_f64().unwrap();
+    assert!(
+        (1_000.0..1_400.0).contains(&bytes_per_row),
+        "{bytes_per_row}"
+    );
+    let server = &report["server"];
+    assert_eq!(server["clean_exit"], true, "{server}");
+    assert!(server["peak_rss_mib"].as_f64().unwrap() > 1.0, "{server}");
+    assert!(server["cpu_s"].as_f64().is_some(), "{server}");
+    // The data directory it was given stays.
+    assert!(dir.path().join("data").join("tables").exists());
+}
