@@ -80,6 +80,11 @@ pub struct Config {
     pub auth: AuthSection,
     /// TLS for the gRPC port and the token endpoint.
     pub tls: TlsSection,
+    /// Decode and check ingest requests, then acknowledge and discard
+    /// them, writing nothing (`weir serve --sink`): the transport baseline
+    /// of `weir bench`. Not settable in the file.
+    #[serde(skip)]
+    pub sink: bool,
 }
 
 /// `[wal]` in the config file.
@@ -235,6 +240,7 @@ impl Default for Config {
             limits: LimitsSection::default(),
             auth: AuthSection::default(),
             tls: TlsSection::default(),
+            sink: false,
         }
     }
 }
@@ -293,6 +299,7 @@ impl Config {
             },
             auth: AuthSection::default(),
             tls: TlsSection::default(),
+            sink: false,
         }
     }
 

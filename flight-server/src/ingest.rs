@@ -130,6 +130,8 @@ pub struct Ingest {
     streams: Arc<StreamCount>,
     sessions: Arc<Sessions>,
     shutdown: watch::Receiver<bool>,
+    /// Acknowledge decoded requests without writing them (`Config::sink`).
+    sink: bool,
 }
 
 /// Open streams, against `limits.max_streams`.
@@ -168,7 +170,15 @@ impl Ingest {
             }),
             sessions: Arc::new(sessions),
             shutdown,
+            sink: false,
         }
+    }
+
+    /// With `sink`, requests are decoded and checked, then acknowledged
+    /// and discarded: nothing is written (see [`crate::Config::sink`]).
+    pub fn with_sink(mut self, sink: bool) -> Self {
+        self.sink = sink;
+        self
     }
 
     /// Streams open now.
@@ -257,6 +267,7 @@ impl Ingest {
             protocol: Arc::new(protocol),
             limits: self.limits,
             shutdown: self.shutdown.clone(),
+            sink: self.sink,
             _slot: slot,
         };
         let task = tokio::spawn(stream.run((acks, ending)));
@@ -286,6 +297,11 @@ enum Step {
         offset: Offset,
         records: i64,
     },
+    /// A request a sink decoded and dropped.
+    Discarded {
+        offset: Offset,
+        records: i64,
+    },
     /// The server will end the stream after this long.
     Closing(Duration),
     Fail(Status),
@@ -306,6 +322,7 @@ struct StreamTask<R, P> {
     protocol: Arc<P>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
+    sink: bool,
     _slot: StreamSlot,
 }
 
@@ -377,6 +394,17 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
                 Err(e) => break Err(e),
             };
             let appended = match self.requests.rows(&table, &self.limits, payload) {
+                Ok(Rows { batch, .. }) if self.sink => {
+                    records += batch.num_rows() as i64;
+                    if steps
+                        .send(Step::Discarded { offset, records })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 Ok(Rows { batch, retained }) => {
                     let rows = batch.num_rows() as i64;
                     let drained = until(deadline);
@@ -470,7 +498,7 @@ async fn acknowledge<P: Protocol>(
                 }
                 Err(e) => Err(Status::from(Error::Wal(e))),
             },
-            Step::Duplicate { offset, records } => {
+            Step::Duplicate { offset, records } | Step::Discarded { offset, records } => {
                 last_ack = LastAck { offset, records };
                 Ok(protocol.ack(offset.get(), records))
             }

@@ -44,6 +44,11 @@ enum Command {
         /// (`auth.allow_unauthenticated`).
         #[arg(long)]
         allow_unauthenticated: bool,
+        /// Acknowledge ingest requests once decoded and discard them,
+        /// writing nothing: the transport baseline of `weir bench`. Never
+        /// for data you want to keep.
+        #[arg(long)]
+        sink: bool,
     },
     /// Print the SHA-256 of a client secret, as `[[auth.clients]]
     /// secret_sha256` holds it.
@@ -86,6 +91,21 @@ enum Command {
         /// Write the JSON report here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Leave out the baselines (the disk alone, and the transport to
+        /// a `--sink` server), which need a server of its own.
+        #[arg(long)]
+        no_baselines: bool,
+        /// The disk baseline's bytes between two syncs.
+        #[arg(long, default_value_t = 4 << 20)]
+        disk_sync_bytes: u64,
+        /// A Python with the deltalake package (scripts/bench-setup), to
+        /// measure appending the same rows without weir.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Pace the producers to this many MB/s in all, to measure ack
+        /// latency below the maximum load.
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Run SQL against a node: interactive, or with -c / -f.
     Sql {
@@ -135,7 +155,17 @@ fn main() -> ExitCode {
                 storage,
                 config,
                 allow_unauthenticated,
-            } => serve(listen, data_dir, storage, config, allow_unauthenticated).await,
+                sink,
+            } => {
+                serve(
+                    listen,
+                    data_dir,
+                    storage,
+                    config,
+                    (allow_unauthenticated, sink),
+                )
+                .await
+            }
             Command::Bench {
                 streams,
                 duration,
@@ -147,6 +177,10 @@ fn main() -> ExitCode {
                 data_dir,
                 seed,
                 json,
+                no_baselines,
+                disk_sync_bytes,
+                python,
+                rate,
             } => {
                 let inputs = match input.as_str() {
                     "protobuf" => vec![bench::Input::Protobuf],
@@ -169,6 +203,10 @@ fn main() -> ExitCode {
                     data_dir,
                     seed,
                     json,
+                    baselines: !no_baselines,
+                    disk_sync_bytes: disk_sync_bytes.max(1),
+                    python,
+                    rate_mb_per_s: rate,
                 };
                 match bench::run(options).await {
                     Ok(true) => ExitCode::SUCCESS,
@@ -222,7 +260,7 @@ async fn serve(
     data_dir: Option<PathBuf>,
     storage: Option<String>,
     config_file: Option<PathBuf>,
-    allow_unauthenticated: bool,
+    (allow_unauthenticated, sink): (bool, bool),
 ) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -251,6 +289,12 @@ async fn serve(
         config.storage = storage;
     }
     config.auth.allow_unauthenticated |= allow_unauthenticated;
+    if sink {
+        tracing::warn!(
+            "--sink: ingest requests are acknowledged and discarded, nothing is written"
+        );
+        config.sink = true;
+    }
     let server = match Server::start(config).await {
         Ok(server) => server,
         Err(e) => {

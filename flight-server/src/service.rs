@@ -112,7 +112,8 @@ impl WeirService {
                 Sessions::new(&config.data_dir)?,
                 (config.limits.request_limits(), config.limits.max_streams),
                 shutdown,
-            ),
+            )
+            .with_sink(config.sink),
         })
     }
 

@@ -209,8 +209,10 @@ impl Catalog {
                 reason: e.to_string(),
             })?;
         }
-        let delta = DeltaTable::try_from_url(url)
-            .await
+        // Built without loading: loading a location with no table yet makes
+        // the Delta kernel log an error, and there is nothing to load.
+        let delta = deltalake::DeltaTableBuilder::from_url(url)
+            .and_then(|builder| builder.build())
             .map_err(|e| Error::delta(name, e))?
             .create()
             .with_table_name(name)

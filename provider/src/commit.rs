@@ -23,6 +23,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use tracing::warn;
 use weir_wal::WalPosition;
 
@@ -76,9 +77,16 @@ impl Table {
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let started = Instant::now();
         let level = ZstdLevel::try_new(self.config.zstd_level).unwrap_or_default();
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .build();
+        let mut properties = WriterProperties::builder().set_compression(Compression::ZSTD(level));
+        // Floating-point columns (measurements) rarely repeat: building a
+        // dictionary for each until it overflows costs CPU for nothing.
+        for field in batches[0].schema().fields() {
+            if field.data_type().is_floating() {
+                properties = properties
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let properties = properties.build();
         let version = i64::try_from(through.get()).unwrap_or(i64::MAX);
         // The node's watermark and each named stream's offset, atomically
         // with the rows they cover.

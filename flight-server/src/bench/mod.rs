@@ -19,6 +19,16 @@
 //! - the server's peak RSS and CPU seconds per GB (own server only);
 //! - a check that the table holds exactly the rows acknowledged.
 //!
+//! With its own server it also measures, side by side, what bounds weir:
+//! the transport (the same producers against a second `weir serve
+//! --sink`, which decodes and acknowledges requests and writes nothing)
+//! and the disk (the same bytes written sequentially next to the WAL with
+//! a sync every `--disk-sync-bytes`); with `--python` (a Python with the
+//! `deltalake` package, `scripts/bench-setup`), what a user would do
+//! without weir: appending the same rows in micro-batches of about a
+//! second. `--rate` paces the producers, to measure ack latency below the
+//! maximum load.
+//!
 //! A line of progress a second goes to stderr, the report to stdout, and
 //! with `--json PATH` a JSON report with the timeline.
 
@@ -79,6 +89,16 @@ pub struct Options {
     pub seed: u64,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// Also measure the disk and the transport alone (own server only).
+    pub baselines: bool,
+    /// The disk baseline's bytes between two syncs.
+    pub disk_sync_bytes: u64,
+    /// A Python with the `deltalake` package (`scripts/bench-setup`), for
+    /// the baseline of doing without weir.
+    pub python: Option<PathBuf>,
+    /// Pace the producers to this many MB/s in all (`None`: as fast as
+    /// the server acks).
+    pub rate_mb_per_s: Option<f64>,
 }
 
 /// Runs the benchmark; false if a check failed.
@@ -94,21 +114,90 @@ pub async fn run(options: Options) -> Result<bool, String> {
     let (server, url) = match &options.connect {
         Some(url) => (None, url.clone()),
         None => {
-            let server = OwnServer::start(options.data_dir.clone())?;
+            let server = OwnServer::start(options.data_dir.clone(), false)?;
             let url = server.url.clone();
             (Some(server), url)
         }
     };
+    // The transport baseline: the same server binary as a sink, which
+    // decodes and acknowledges requests and writes nothing.
+    let sink = match (&server, options.baselines) {
+        (Some(_), true) => Some(OwnServer::start(None, true)?),
+        _ => None,
+    };
     let mut reports = Vec::new();
+    let mut baselines = Vec::new();
+    // The transport first, while weir's server is idle.
+    if let Some(sink) = &sink {
+        for &input in &options.inputs {
+            let transport = Target {
+                url: &sink.url,
+                server: Some(sink),
+                sink: true,
+            };
+            let report = run_one(&options, &rows, input, transport).await?;
+            print_report(&report);
+            baselines.push(report);
+        }
+    }
     let mut ok = true;
     for &input in &options.inputs {
-        let report = run_one(&options, &rows, input, &url, server.as_ref()).await?;
+        let weir = Target {
+            url: &url,
+            server: server.as_ref(),
+            sink: false,
+        };
+        let report = run_one(&options, &rows, input, weir).await?;
         ok &= report["check"]["passed"].as_bool().unwrap_or(false)
             && report["freshness"]["short_counts"].as_u64() == Some(0);
         print_report(&report);
         reports.push(report);
     }
-    let mut server_figures = server.map(OwnServer::stop).transpose()?;
+    if let Some(sink) = sink {
+        sink.stop()?.1.remove();
+    }
+    // Stopped (it commits every tail as it stops) before the baselines
+    // that write to its disk.
+    let (mut server_figures, scratch) = match server {
+        Some(server) => {
+            let (figures, dir) = server.stop()?;
+            (Some(figures), Some(dir))
+        }
+        None => (None, None),
+    };
+    // The disk: the protobuf run's bytes, written sequentially where the
+    // WAL was, with a sync per group.
+    if let Some(dir) = scratch.as_ref().filter(|_| options.baselines) {
+        let bytes = reports
+            .iter()
+            .filter_map(|r| r["acked_bytes"].as_u64())
+            .max()
+            .unwrap_or(0)
+            .clamp(64 << 20, 4 << 30);
+        let mut rng = Rng::new(options.seed);
+        let body = rows.request(&mut rng, 0, options.rows_per_request);
+        let (dir, group) = (dir.path.clone(), options.disk_sync_bytes);
+        let disk = tokio::task::spawn_blocking(move || disk_baseline(&dir, &body, bytes, group))
+            .await
+            .map_err(|e| e.to_string())??;
+        baselines.push(disk);
+    }
+    if let Some(python) = &options.python {
+        let dir = match &scratch {
+            Some(dir) => dir.path.clone(),
+            None => std::env::temp_dir(),
+        };
+        let bytes_per_row = reports
+            .iter()
+            .find(|r| r["input"] == "protobuf")
+            .and_then(|r| r["bytes_per_row"].as_f64())
+            .unwrap_or(0.0);
+        baselines.push(deltalake_baseline(python, &dir, &rows, &options, bytes_per_row).await?);
+    }
+    if let Some(dir) = scratch {
+        dir.remove();
+    }
+    print_side_by_side(&reports, &baselines);
     let acked_gb: f64 = reports
         .iter()
         .filter_map(|r| r["acked_bytes"].as_f64())
@@ -126,10 +215,12 @@ pub async fn run(options: Options) -> Result<bool, String> {
         "rows_per_request": options.rows_per_request,
         "in_flight": options.in_flight,
         "duration_s": options.duration.as_secs_f64(),
+        "rate_mb_per_s": options.rate_mb_per_s,
         "warmup_s": options.warmup.as_secs_f64(),
         "seed": options.seed,
         "server": server_figures,
         "runs": reports,
+        "baselines": baselines,
     });
     if let Some(path) = &options.json {
         std::fs::write(
@@ -155,13 +246,23 @@ struct Acked {
     bytes: AtomicU64,
 }
 
+/// Where a run sends its rows.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    url: &'a str,
+    /// The server, when this benchmark started it.
+    server: Option<&'a OwnServer>,
+    /// It is a sink: it keeps nothing, so there is nothing to count.
+    sink: bool,
+}
+
 async fn run_one(
     options: &Options,
     rows: &Rows,
     input: Input,
-    url: &str,
-    server: Option<&OwnServer>,
+    target: Target<'_>,
 ) -> Result<serde_json::Value, String> {
+    let Target { url, server, sink } = target;
     let table = format!("neowise_{}", input.name());
     let mut sql = SqlClient::connect(url, &ConnectOptions::default())
         .await
@@ -219,6 +320,13 @@ async fn run_one(
     };
     let requests = Arc::new(requests);
     let rows_each = options.rows_per_request as u64;
+    // Paced to `rate` MB/s in all: each stream sends a request every
+    // streams x request bytes / rate.
+    let mean_bytes = requests.iter().map(|(_, b)| *b).sum::<u64>() as f64 / requests.len() as f64;
+    let pace = options
+        .rate_mb_per_s
+        .filter(|rate| *rate > 0.0)
+        .map(|rate| Duration::from_secs_f64(options.streams as f64 * mean_bytes / (rate * 1e6)));
     let client = Client::connect(url).await.map_err(|e| e.to_string())?;
     let acked = Arc::new(Acked::default());
     let begin = Instant::now();
@@ -244,18 +352,22 @@ async fn run_one(
             acked,
             warm,
             stop,
+            pace,
+            streams: options.streams,
         };
         producers.push(tokio::spawn(async move {
             produce(client, &table, stream_options, work).await
         }));
     }
-    let freshness = tokio::spawn(count_loop(
-        url.to_string(),
-        table.clone(),
-        Arc::clone(&acked),
-        warm,
-        stop,
-    ));
+    let freshness = (!sink).then(|| {
+        tokio::spawn(count_loop(
+            url.to_string(),
+            table.clone(),
+            Arc::clone(&acked),
+            warm,
+            stop,
+        ))
+    });
     // Progress once a second, and what was acked when the window opens
     // and closes.
     let snapshot = || {
@@ -302,11 +414,23 @@ async fn run_one(
         latencies.extend(done.latencies_us);
         total_rows += done.rows;
     }
-    let freshness = freshness
-        .await
-        .map_err(|e| format!("the query loop stopped: {e}"))??;
-    let counted = count(&mut sql, &table).await?;
+    let freshness = match freshness {
+        Some(task) => task
+            .await
+            .map_err(|e| format!("the query loop stopped: {e}"))??,
+        None => serde_json::Value::Null,
+    };
     let acked_bytes = acked.bytes.load(Ordering::Relaxed);
+    let check = if sink {
+        json!({"acked_rows": total_rows, "skipped": "a sink keeps nothing"})
+    } else {
+        let counted = count(&mut sql, &table).await?;
+        json!({
+            "acked_rows": total_rows,
+            "counted_rows": counted,
+            "passed": counted == total_rows,
+        })
+    };
 
     let window = (stop - warm).as_secs_f64();
     latencies.sort_unstable();
@@ -314,6 +438,7 @@ async fn run_one(
     let rows_per_s = (at_stop.1 - at_warm.1) as f64 / window;
     Ok(json!({
         "input": input.name(),
+        "target": if sink { "transport" } else { "weir" },
         "table": table,
         "mb_per_s": mb_per_s,
         "rows_per_s": rows_per_s,
@@ -328,11 +453,7 @@ async fn run_one(
         },
         "freshness": freshness,
         "committed": committed,
-        "check": {
-            "acked_rows": total_rows,
-            "counted_rows": counted,
-            "passed": counted == total_rows,
-        },
+        "check": check,
         "timeline": timeline,
     }))
 }
@@ -355,6 +476,10 @@ struct Work {
     acked: Arc<Acked>,
     warm: Instant,
     stop: Instant,
+    /// The time between two sends, when the load is paced.
+    pace: Option<Duration>,
+    /// How many streams share the load.
+    streams: usize,
 }
 
 async fn produce(
@@ -370,6 +495,8 @@ async fn produce(
         acked,
         warm,
         stop,
+        pace,
+        streams,
     } = work;
     let mut stream = match &requests[0].0 {
         Request::Records(_) => {
@@ -402,6 +529,12 @@ async fn produce(
             }
         }
     };
+    // Paced streams start spread over one interval, not all at once.
+    if let Some(interval) = pace {
+        let streams = u32::try_from(streams).unwrap_or(u32::MAX).max(1);
+        let index = u32::try_from(index).unwrap_or(0);
+        tokio::time::sleep(interval / streams * index).await;
+    }
     let mut turn = index;
     while Instant::now() < stop {
         let (request, bytes) = &requests[turn % requests.len()];
@@ -414,6 +547,18 @@ async fn produce(
         .map_err(|e| e.to_string())?;
         pending.push_back((offset, sent, *bytes));
         observe(stream.acked(), &mut pending);
+        let Some(interval) = pace else {
+            continue;
+        };
+        // Paced: until the next send is due, take each ack as it comes.
+        let next = sent + interval;
+        while let Some(&(oldest, ..)) = pending.front() {
+            match tokio::time::timeout_at(next.into(), stream.wait_for(oldest)).await {
+                Ok(ack) => observe(ack.map_err(|e| e.to_string())?, &mut pending),
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep_until(next.into()).await;
     }
     let last = stream.flush().await.map_err(|e| e.to_string())?;
     observe(last, &mut pending);
@@ -425,6 +570,10 @@ async fn produce(
 fn rows_header() -> serde_json::Value {
     json!({"format": "protobuf", "proto": neowise::PROTO, "message": neowise::MESSAGE})
 }
+
+/// The pause between two count queries: often enough to see freshness,
+/// rarely enough that the queries take little of the machine.
+const QUERY_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Counts the table's rows in a loop; every row acknowledged before a
 /// count started must be in it.
@@ -450,7 +599,7 @@ async fn count_loop(
         if started >= warm {
             latencies.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(QUERY_INTERVAL).await;
     }
     latencies.sort_unstable();
     Ok(json!({
@@ -517,12 +666,153 @@ fn ipc_bytes(batch: &RecordBatch) -> Result<u64, String> {
         .sum())
 }
 
+/// The disk alone: `total` bytes of `body` written sequentially to a file
+/// in `dir`, with `sync_data` after every `group` bytes, as the WAL's
+/// group commit does.
+fn disk_baseline(
+    dir: &Path,
+    body: &[u8],
+    total: u64,
+    group: u64,
+) -> Result<serde_json::Value, String> {
+    use std::io::Write;
+    let path = dir.join("bench-disk-baseline");
+    let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let started = Instant::now();
+    let (mut written, mut unsynced) = (0u64, 0u64);
+    while written < total {
+        file.write_all(body).map_err(|e| e.to_string())?;
+        written += body.len() as u64;
+        unsynced += body.len() as u64;
+        if unsynced >= group {
+            file.sync_data().map_err(|e| e.to_string())?;
+            unsynced = 0;
+        }
+    }
+    file.sync_data().map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(json!({
+        "target": "disk",
+        "bytes": written,
+        "sync_every_bytes": group,
+        "mb_per_s": written as f64 / elapsed / 1e6,
+    }))
+}
+
+/// What a user would do without weir: the Python `deltalake` package
+/// appending the same rows in micro-batches of about a second
+/// (`scripts/bench_deltalake.py`, run by `python`).
+async fn deltalake_baseline(
+    python: &Path,
+    dir: &Path,
+    rows: &Rows,
+    options: &Options,
+    bytes_per_row: f64,
+) -> Result<serde_json::Value, String> {
+    const SCRIPT: &str = include_str!("../../../scripts/bench_deltalake.py");
+    let decoder = weir_codec::protobuf::ProtoDecoder::new(
+        rows.descriptor().clone(),
+        Arc::clone(rows.schema()),
+    )
+    .map_err(|e| e.to_string())?;
+    let file = dir.join("bench-rows.arrow");
+    let out = std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut writer =
+        arrow::ipc::writer::FileWriter::try_new(out, rows.schema()).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(options.seed);
+    let per = options.rows_per_request;
+    for i in 0..8 {
+        let body = rows.request(&mut rng, (i * per) as u64, per);
+        let batch = decoder
+            .decode(neowise::records(&body))
+            .map_err(|e| e.to_string())?;
+        writer.write(&batch).map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    let script = dir.join("bench_deltalake.py");
+    std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
+    eprintln!(
+        "deltalake: appending micro-batches with {}",
+        python.display()
+    );
+    let output = tokio::process::Command::new(python)
+        .arg(&script)
+        .arg("--rows")
+        .arg(&file)
+        .arg("--table")
+        .arg(dir.join("deltalake-table"))
+        .arg("--duration")
+        .arg(options.duration.as_secs_f64().to_string())
+        .arg("--bytes-per-row")
+        .arg(bytes_per_row.to_string())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "the deltalake baseline failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).map_err(|e| format!("the deltalake baseline said {last:?}: {e}"))
+}
+
+/// The runs and their baselines as one table, with weir's share of each.
+fn print_side_by_side(runs: &[serde_json::Value], baselines: &[serde_json::Value]) {
+    if baselines.is_empty() {
+        return;
+    }
+    let mb = |v: &serde_json::Value| v["mb_per_s"].as_f64().unwrap_or(0.0);
+    println!();
+    println!(
+        "{:<34} {:>10} {:>16}",
+        "side by side", "MB/s", "weir / this"
+    );
+    for run in runs {
+        let input = run["input"].as_str().unwrap_or_default();
+        println!(
+            "{:<34} {:>10.1} {:>16}",
+            format!("weir, {input}"),
+            mb(run),
+            ""
+        );
+        // The transport of the same input; the disk and deltalake count
+        // protobuf bytes.
+        let compared = baselines.iter().filter(|b| match b["input"].as_str() {
+            Some(of) => of == input,
+            None => input == "protobuf",
+        });
+        for baseline in compared {
+            let name = match baseline["target"].as_str() {
+                Some("disk") => format!(
+                    "disk, sync every {} MiB",
+                    baseline["sync_every_bytes"].as_u64().unwrap_or(0) >> 20
+                ),
+                Some("deltalake") => "Python deltalake, ~1 s micro-batches".to_string(),
+                _ => format!("transport (sink), {input}"),
+            };
+            let ratio = mb(run) / mb(baseline).max(f64::MIN_POSITIVE);
+            println!(
+                "{:<34} {:>10.1} {:>15.0}%",
+                name,
+                mb(baseline),
+                ratio * 100.0
+            );
+        }
+    }
+}
+
 fn print_report(report: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
     let latency = &report["ack_latency_ms"];
     let query = &report["freshness"]["query_ms"];
     println!(
-        "{:<9} {:>9} MB/s {:>11} rows/s   ack ms p50 {} p99 {} p99.9 {}   count query ms p50 {} p99 {}   short counts {}   check {} ({} acked, {} counted)",
+        "{:<9} {:<9} {:>9} MB/s {:>11} rows/s   ack ms p50 {} p99 {} p99.9 {}   count query ms p50 {} p99 {}   short counts {}   check {} ({} acked, {} counted)",
+        report["target"].as_str().unwrap_or_default(),
         report["input"].as_str().unwrap_or_default(),
         f(&report["mb_per_s"]),
         format!("{:.0}", report["rows_per_s"].as_f64().unwrap_or(0.0)),
@@ -532,10 +822,10 @@ fn print_report(report: &serde_json::Value) {
         f(&query["p50"]),
         f(&query["p99"]),
         report["freshness"]["short_counts"],
-        if report["check"]["passed"].as_bool() == Some(true) {
-            "passed"
-        } else {
-            "FAILED"
+        match report["check"]["passed"].as_bool() {
+            Some(true) => "passed",
+            Some(false) => "FAILED",
+            None => "skipped",
         },
         report["check"]["acked_rows"],
         report["check"]["counted_rows"],
@@ -557,15 +847,17 @@ struct OwnServer {
 }
 
 impl OwnServer {
-    fn start(data_dir: Option<PathBuf>) -> Result<Self, String> {
+    fn start(data_dir: Option<PathBuf>, sink: bool) -> Result<Self, String> {
         let scratch = data_dir.is_none();
         let data_dir = data_dir.unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()))
+            let kind = if sink { "sink" } else { "data" };
+            std::env::temp_dir().join(format!("weir-bench-{}-{kind}", std::process::id()))
         });
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
+            .args(sink.then_some("--sink"))
             .env("RUST_LOG", "warn,weir_flight_server::server=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -614,8 +906,9 @@ impl OwnServer {
         json!({"parquet_bytes": parquet, "delta_versions": versions})
     }
 
-    /// The server's peak RSS and CPU time, then stops it cleanly.
-    fn stop(mut self) -> Result<serde_json::Value, String> {
+    /// The server's peak RSS and CPU time, then stops it cleanly; its data
+    /// directory stays until [`DataDir::remove`].
+    fn stop(mut self) -> Result<(serde_json::Value, DataDir), String> {
         let pid = self.child.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let peak_kib: Option<u64> = status
@@ -634,14 +927,31 @@ impl OwnServer {
             .args(["-TERM", &pid.to_string()])
             .status();
         let exit = self.child.wait().map_err(|e| e.to_string())?;
-        if self.scratch {
-            let _ = std::fs::remove_dir_all(&self.data_dir);
-        }
-        Ok(json!({
+        let figures = json!({
             "peak_rss_mib": peak_kib.map(|k| k as f64 / 1024.0),
             "cpu_s": cpu_s,
             "clean_exit": exit.success(),
-        }))
+        });
+        let dir = DataDir {
+            path: self.data_dir,
+            scratch: self.scratch,
+        };
+        Ok((figures, dir))
+    }
+}
+
+/// A stopped server's data directory.
+struct DataDir {
+    path: PathBuf,
+    /// Made by this benchmark: removed at the end.
+    scratch: bool,
+}
+
+impl DataDir {
+    fn remove(self) {
+        if self.scratch {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

@@ -58,6 +58,24 @@ fn bench_runs_both_inputs_and_checks_the_table_holds_what_was_acked() {
         assert_eq!(run["freshness"]["short_counts"], 0, "{run}");
         assert!(!run["timeline"].as_array().unwrap().is_empty());
     }
+    // The baselines: the transport to a sink for each input, and the disk.
+    let baselines = report["baselines"].as_array().unwrap();
+    let targets: Vec<_> = baselines
+        .iter()
+        .map(|b| (b["target"].as_str().unwrap(), b["input"].as_str()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("transport", Some("protobuf")),
+            ("transport", Some("arrow")),
+            ("disk", None)
+        ]
+    );
+    for baseline in baselines {
+        assert!(baseline["mb_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
+    }
+    assert!(stdout.contains("side by side"), "{stdout}");
     // A NEOWISE row is about 1.2 KB in protobuf.
     let bytes_per_row = runs[0]["bytes_per_row"].as_f64().unwrap();
     assert!(
