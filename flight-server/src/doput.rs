@@ -264,6 +264,11 @@ impl Ingest {
         name: &str,
         batch: RecordBatch,
     ) -> Result<i64> {
+        if self.is_sink() {
+            return Err(Error::BadRequest(
+                "this server is a --sink: it keeps nothing, so INSERT is refused".into(),
+            ));
+        }
         let table = self.table(name)?;
         principal.check_write(table.name())?;
         // Checked here, so that a refusal names the column, not the

@@ -154,22 +154,27 @@ pub fn send(
         .boxed()
 }
 
-/// The parameter values of each row of `params`, in column order; one
-/// empty row when nothing is bound (the statement runs once).
-pub fn parameter_rows(params: Option<&RecordBatch>) -> Result<Vec<Vec<ScalarValue>>> {
-    // A batch without columns binds nothing.
+/// The rows of parameters `params` binds: a statement runs once per row,
+/// and once when nothing is bound (no batch, or one without columns).
+pub fn parameter_row_count(params: Option<&RecordBatch>) -> usize {
+    match params.filter(|p| p.num_columns() > 0) {
+        Some(params) => params.num_rows(),
+        None => 1,
+    }
+}
+
+/// The values of row `row` of `params`, in column order; none when
+/// nothing is bound. One row at a time: the rows of a batch, as values,
+/// can take far more memory than the batch.
+pub fn parameter_row(params: Option<&RecordBatch>, row: usize) -> Result<Vec<ScalarValue>> {
     let Some(params) = params.filter(|p| p.num_columns() > 0) else {
-        return Ok(vec![vec![]]);
+        return Ok(vec![]);
     };
-    (0..params.num_rows())
-        .map(|row| {
-            params
-                .columns()
-                .iter()
-                .zip(params.schema().fields())
-                .map(|(column, field)| value_at(column, field, row))
-                .collect()
-        })
+    params
+        .columns()
+        .iter()
+        .zip(params.schema().fields())
+        .map(|(column, field)| value_at(column, field, row))
         .collect()
 }
 
@@ -300,10 +305,8 @@ mod tests {
 
     #[test]
     fn parameter_rows_are_values_per_row_or_one_empty_row() {
-        assert_eq!(
-            parameter_rows(None).unwrap(),
-            vec![Vec::<ScalarValue>::new()]
-        );
+        assert_eq!(parameter_row_count(None), 1);
+        assert_eq!(parameter_row(None, 0).unwrap(), Vec::<ScalarValue>::new());
         let params = RecordBatch::try_from_iter([
             ("a", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
             (
@@ -312,10 +315,16 @@ mod tests {
             ),
         ])
         .unwrap();
-        let rows = parameter_rows(Some(&params)).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1][0], ScalarValue::Int64(Some(2)));
-        assert_eq!(rows[1][1], ScalarValue::Utf8View(Some("y".into())));
+        assert_eq!(parameter_row_count(Some(&params)), 2);
+        let row = parameter_row(Some(&params), 1).unwrap();
+        assert_eq!(row[0], ScalarValue::Int64(Some(2)));
+        assert_eq!(row[1], ScalarValue::Utf8View(Some("y".into())));
+        let empty = RecordBatch::new_empty(params.schema());
+        assert_eq!(
+            parameter_row_count(Some(&empty)),
+            0,
+            "bound, no rows: runs no times"
+        );
 
         // A dense union gives the value inside.
         let fields = arrow::datatypes::UnionFields::try_new(
@@ -338,7 +347,9 @@ mod tests {
         .unwrap();
         let params = RecordBatch::try_from_iter([("p", Arc::new(union) as ArrayRef)]).unwrap();
         assert_eq!(
-            parameter_rows(Some(&params)).unwrap(),
+            (0..2)
+                .map(|row| parameter_row(Some(&params), row).unwrap())
+                .collect::<Vec<_>>(),
             vec![
                 vec![ScalarValue::Utf8(Some("north".into()))],
                 vec![ScalarValue::Int64(Some(7))]

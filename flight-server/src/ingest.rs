@@ -181,6 +181,11 @@ impl Ingest {
         self
     }
 
+    /// Whether requests are discarded (see [`Ingest::with_sink`]).
+    pub fn is_sink(&self) -> bool {
+        self.sink
+    }
+
     /// Streams open now.
     pub fn open_streams(&self) -> usize {
         self.streams.open.load(Ordering::Acquire)

@@ -78,7 +78,9 @@ enum Command {
         /// the other).
         #[arg(long, default_value = "both")]
         input: String,
-        /// A running server to measure instead of starting one.
+        /// A running server to measure instead of starting one; the run
+        /// drops and creates its tables neowise_protobuf and neowise_arrow
+        /// there.
         #[arg(long)]
         connect: Option<String>,
         /// The data directory of the server it starts (default: a scratch

@@ -59,7 +59,7 @@ use weir_provider::Catalog;
 use weir_sql::{Access, Prepared, SqlEngine};
 
 use crate::auth::{Auth, Principal};
-use crate::execute::{self, DataStream, OneRequest, parameter_rows};
+use crate::execute::{self, DataStream, OneRequest, parameter_row, parameter_row_count};
 use crate::ingest::Ingest;
 use crate::metadata;
 use crate::session::Sessions;
@@ -174,7 +174,8 @@ impl WeirService {
                 let slot = self.ingest.open_slot()?;
                 let rows = async {
                     let mut rows = OneRequest::new("an INSERT's rows", self.ingest.limits());
-                    for values in parameter_rows(params)? {
+                    for row in 0..parameter_row_count(params) {
+                        let values = parameter_row(params, row)?;
                         let bound = Prepared::Insert {
                             table: table.clone(),
                             plan: plan.clone(),
@@ -241,14 +242,14 @@ impl WeirService {
         let Prepared::Query { plan, context } = prepared else {
             return Err(Error::BadRequest("the ticket does not hold a query".into()));
         };
-        let rows = parameter_rows(params)?;
-        if rows.len() > MAX_QUERY_PARAMETER_ROWS {
+        let count = parameter_row_count(params);
+        if count > MAX_QUERY_PARAMETER_ROWS {
             return Err(Error::MessageTooLarge(format!(
-                "{} rows of parameters for a query, which runs once per row; at most \
-                 {MAX_QUERY_PARAMETER_ROWS}",
-                rows.len()
+                "{count} rows of parameters for a query, which runs once per row; at most \
+                 {MAX_QUERY_PARAMETER_ROWS}"
             )));
         }
+        let params = params.cloned();
         let unbound = Arc::clone(plan.schema().inner());
         let bind = move |values: Vec<datafusion::common::ScalarValue>| {
             let query = Prepared::Query {
@@ -260,9 +261,11 @@ impl WeirService {
                 _ => Err(Error::Internal("binding changed the statement".into())),
             }
         };
-        let mut rows = rows.into_iter();
         // The schema once bound: an untyped parameter takes its value's.
-        let first = rows.next().map(&bind).transpose()?;
+        let first = match count {
+            0 => None,
+            _ => Some(bind(parameter_row(params.as_ref(), 0)?)?),
+        };
         let Some((first_plan, first_context)) = first else {
             // No rows of parameters: no results, and the schema.
             let none = futures::stream::empty().boxed();
@@ -272,8 +275,8 @@ impl WeirService {
         // The other rows are bound one at a time, as the results before
         // them are sent; each must give the result the first one's types.
         let same = Arc::clone(&schema);
-        let later = rows.enumerate().map(move |(i, values)| {
-            let (plan, context) = bind(values)?;
+        let later = (1..count).map(move |row| {
+            let (plan, context) = bind(parameter_row(params.as_ref(), row)?)?;
             let types = |s: &Schema| {
                 s.fields()
                     .iter()
@@ -282,9 +285,8 @@ impl WeirService {
             };
             if types(plan.schema().as_arrow()) != types(&same) {
                 return Err(Error::BadRequest(format!(
-                    "parameter row {}: its values give the result other types than the first \
-                     row's; bind values of one type per parameter",
-                    i + 1
+                    "parameter row {row}: its values give the result other types than the \
+                     first row's; bind values of one type per parameter"
                 )));
             }
             Ok((plan, context))
@@ -313,8 +315,11 @@ impl WeirService {
         if !matches!(prepared, Prepared::Query { .. }) {
             return Ok(schema);
         }
-        match parameter_rows(params)?.into_iter().next() {
-            Some(values) if !values.is_empty() => Ok(prepared.bind(values)?.result_schema()),
+        if parameter_row_count(params) == 0 {
+            return Ok(schema);
+        }
+        match parameter_row(params, 0)? {
+            values if !values.is_empty() => Ok(prepared.bind(values)?.result_schema()),
             _ => Ok(schema),
         }
     }

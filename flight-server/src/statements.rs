@@ -286,15 +286,16 @@ impl Statements {
     /// new generation.
     pub fn bind(&self, principal: &Principal, handle: &[u8], params: RecordBatch) -> Result<u64> {
         let bytes = params.get_array_memory_size();
-        if bytes > MAX_HELD_BYTES / SHARE {
+        let mut prepared = self.prepared.lock().expect("statements lock");
+        let entry = owned(&mut prepared, principal, handle)?;
+        // With its SQL, within one statement's bound.
+        if entry.bound.sql.len() + bytes > MAX_HELD_BYTES / SHARE {
             return Err(Error::MessageTooLarge(format!(
-                "{bytes} bytes of parameters; a prepared statement holds at most {} (execute an \
-                 update with its parameters instead)",
+                "{bytes} bytes of parameters; a prepared statement holds at most {} with its \
+                 SQL (execute an update with its parameters instead)",
                 MAX_HELD_BYTES / SHARE
             )));
         }
-        let mut prepared = self.prepared.lock().expect("statements lock");
-        let entry = owned(&mut prepared, principal, handle)?;
         entry.used = Instant::now();
         entry.bound.params = Some(params);
         entry.bound.generation += 1;
@@ -538,6 +539,17 @@ mod tests {
         let too_big = "x".repeat(MAX_HELD_BYTES / SHARE + 1);
         assert!(matches!(
             open.prepare(&Principal::Anyone, too_big),
+            Err(Error::MessageTooLarge(_))
+        ));
+        // A bind counts the statement's SQL.
+        let long = open.prepare(&Principal::Anyone, big.clone()).unwrap();
+        let params = RecordBatch::try_from_iter([(
+            "$1",
+            Arc::new(arrow::array::Int64Array::from(vec![1; 1000])) as _,
+        )])
+        .unwrap();
+        assert!(matches!(
+            open.bind(&Principal::Anyone, &long, params),
             Err(Error::MessageTooLarge(_))
         ));
     }

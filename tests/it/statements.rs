@@ -531,3 +531,25 @@ async fn bulk_ingest_creates_then_appends_and_is_visible_when_it_returns() {
     assert_eq!(to_status(err).code(), Code::AlreadyExists);
     assert_eq!(server.count("readings").await, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_acks_what_it_decodes_keeps_nothing_and_refuses_insert() {
+    let server = TestServer::start_with(|config| config.sink = true).await;
+    server.sql(SENSORS_DDL).await;
+    let mut stream = server.sensors_stream().await;
+    stream.send(sensor_batch(0, 10)).await.unwrap();
+    let ack = stream.close().await.unwrap();
+    assert_eq!((ack.offset, ack.records), (0, 10), "acked once decoded");
+    assert_eq!(server.count("sensors").await, 0, "and kept nowhere");
+    let status = server
+        .try_sql("INSERT INTO sensors (id) VALUES (1)")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("--sink"), "{status:?}");
+    // What does not fit the table is still refused.
+    let mut stream = server.sensors_stream().await;
+    let bad = RecordBatch::try_from_iter([("id", int64s(&[1]))]).unwrap();
+    let _ = stream.send(bad).await;
+    assert!(stream.close().await.is_err());
+}

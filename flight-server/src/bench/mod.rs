@@ -109,6 +109,14 @@ pub async fn run(options: Options) -> Result<bool, String> {
     if options.rows_per_request == 0 || options.in_flight == 0 {
         return Err("--rows-per-request and --in-flight must be at least 1".into());
     }
+    if options.duration.is_zero() {
+        return Err("--duration must be more than 0 s".into());
+    }
+    if let Some(rate) = options.rate_mb_per_s
+        && !(rate.is_finite() && (0.001..=1e6).contains(&rate))
+    {
+        return Err(format!("--rate {rate}: use 0.001 to 1,000,000 MB/s"));
+    }
     let rows = Rows::new()?;
     let started = std::time::SystemTime::now();
     let (server, url) = match &options.connect {
@@ -154,7 +162,7 @@ pub async fn run(options: Options) -> Result<bool, String> {
         reports.push(report);
     }
     if let Some(sink) = sink {
-        sink.stop()?.1.remove();
+        drop(sink.stop()?);
     }
     // Stopped (it commits every tail as it stops) before the baselines
     // that write to its disk.
@@ -183,20 +191,18 @@ pub async fn run(options: Options) -> Result<bool, String> {
         baselines.push(disk);
     }
     if let Some(python) = &options.python {
-        let dir = match &scratch {
-            Some(dir) => dir.path.clone(),
-            None => std::env::temp_dir(),
-        };
+        // A directory of its own, on the same disk as the default data
+        // directory, removed after.
+        let dir = DataDir::scratch("deltalake")?;
         let bytes_per_row = reports
             .iter()
             .find(|r| r["input"] == "protobuf")
             .and_then(|r| r["bytes_per_row"].as_f64())
             .unwrap_or(0.0);
-        baselines.push(deltalake_baseline(python, &dir, &rows, &options, bytes_per_row).await?);
+        baselines
+            .push(deltalake_baseline(python, &dir.path, &rows, &options, bytes_per_row).await?);
     }
-    if let Some(dir) = scratch {
-        dir.remove();
-    }
+    drop(scratch);
     print_side_by_side(&reports, &baselines);
     let acked_gb: f64 = reports
         .iter()
@@ -326,7 +332,9 @@ async fn run_one(
     let pace = options
         .rate_mb_per_s
         .filter(|rate| *rate > 0.0)
-        .map(|rate| Duration::from_secs_f64(options.streams as f64 * mean_bytes / (rate * 1e6)));
+        .and_then(|rate| {
+            Duration::try_from_secs_f64(options.streams as f64 * mean_bytes / (rate * 1e6)).ok()
+        });
     let client = Client::connect(url).await.map_err(|e| e.to_string())?;
     let acked = Arc::new(Acked::default());
     let begin = Instant::now();
@@ -837,13 +845,25 @@ fn unix_seconds(at: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A `weir serve` this benchmark started.
+/// A `weir serve` this benchmark started; killed, and its scratch data
+/// directory removed, if the benchmark ends without stopping it.
 struct OwnServer {
     child: Child,
     url: String,
     data_dir: PathBuf,
     /// Remove the data directory at the end.
     scratch: bool,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        // Exited already after `stop`, when this does nothing.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if self.scratch {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
 }
 
 impl OwnServer {
@@ -874,7 +894,11 @@ impl OwnServer {
                 break;
             }
         }
-        let addr = addr.ok_or("weir serve did not start")?;
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("weir serve did not start".into());
+        };
         // Keep reading its log so it never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -932,15 +956,16 @@ impl OwnServer {
             "cpu_s": cpu_s,
             "clean_exit": exit.success(),
         });
+        // The directory is the caller's to remove now.
         let dir = DataDir {
-            path: self.data_dir,
-            scratch: self.scratch,
+            path: self.data_dir.clone(),
+            scratch: std::mem::take(&mut self.scratch),
         };
         Ok((figures, dir))
     }
 }
 
-/// A stopped server's data directory.
+/// A directory of the benchmark's; a scratch one is removed when dropped.
 struct DataDir {
     path: PathBuf,
     /// Made by this benchmark: removed at the end.
@@ -948,7 +973,19 @@ struct DataDir {
 }
 
 impl DataDir {
-    fn remove(self) {
+    /// A new scratch directory named for this process and `kind`.
+    fn scratch(kind: &str) -> Result<Self, String> {
+        let path = std::env::temp_dir().join(format!("weir-bench-{}-{kind}", std::process::id()));
+        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self {
+            path,
+            scratch: true,
+        })
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
         if self.scratch {
             let _ = std::fs::remove_dir_all(&self.path);
         }
