@@ -31,13 +31,18 @@
 //!
 //! A line of progress a second goes to stderr, the report to stdout, and
 //! with `--json PATH` a JSON report with the timeline.
+//!
+//! Here: the runs and their producers. The rows are in [`neowise`], the
+//! servers and scratch directories in [`server`], the disk and deltalake
+//! baselines in [`baselines`], what is printed in [`report`].
 
+mod baselines;
 mod neowise;
+mod report;
+mod server;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,7 +53,10 @@ use bytes::Bytes;
 use serde_json::json;
 use weir_client::{Client, ConnectOptions, SqlClient, StreamOptions};
 
+use baselines::{deltalake_baseline, disk_baseline};
 use neowise::{Rng, Rows};
+use report::{percentile, print_report, print_side_by_side, unix_seconds};
+use server::{DataDir, OwnServer};
 
 /// What the producers send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,16 +316,9 @@ async fn run_one(
             })
             .collect(),
         Input::Arrow => {
-            let decoder = weir_codec::protobuf::ProtoDecoder::new(
-                rows.descriptor().clone(),
-                Arc::clone(rows.schema()),
-            )
-            .map_err(|e| e.to_string())?;
             let mut requests = Vec::new();
             for body in &bodies {
-                let batch = decoder
-                    .decode(neowise::records(body))
-                    .map_err(|e| e.to_string())?;
+                let batch = rows.batch(body)?;
                 let bytes = ipc_bytes(&batch)?;
                 requests.push((Request::Batch(batch), bytes));
             }
@@ -636,15 +637,6 @@ async fn count(sql: &mut SqlClient, table: &str) -> Result<u64, String> {
     Ok(arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(&column).value(0))
 }
 
-/// The `p`-quantile of sorted microseconds, in milliseconds.
-fn percentile(sorted_us: &[u64], p: f64) -> Option<f64> {
-    if sorted_us.is_empty() {
-        return None;
-    }
-    let at = ((sorted_us.len() - 1) as f64 * p).round() as usize;
-    Some(sorted_us[at] as f64 / 1e3)
-}
-
 fn create_table(table: &str, rows: &Rows) -> String {
     let columns: Vec<String> = rows
         .schema()
@@ -672,341 +664,4 @@ fn ipc_bytes(batch: &RecordBatch) -> Result<u64, String> {
         .skip(1)
         .map(|m| (m.data_header.len() + m.data_body.len()) as u64)
         .sum())
-}
-
-/// The disk alone: `total` bytes of `body` written sequentially to a file
-/// in `dir`, with `sync_data` after every `group` bytes, as the WAL's
-/// group commit does.
-fn disk_baseline(
-    dir: &Path,
-    body: &[u8],
-    total: u64,
-    group: u64,
-) -> Result<serde_json::Value, String> {
-    use std::io::Write;
-    let path = dir.join("bench-disk-baseline");
-    let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let started = Instant::now();
-    let (mut written, mut unsynced) = (0u64, 0u64);
-    while written < total {
-        file.write_all(body).map_err(|e| e.to_string())?;
-        written += body.len() as u64;
-        unsynced += body.len() as u64;
-        if unsynced >= group {
-            file.sync_data().map_err(|e| e.to_string())?;
-            unsynced = 0;
-        }
-    }
-    file.sync_data().map_err(|e| e.to_string())?;
-    let elapsed = started.elapsed().as_secs_f64();
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    Ok(json!({
-        "target": "disk",
-        "bytes": written,
-        "sync_every_bytes": group,
-        "mb_per_s": written as f64 / elapsed / 1e6,
-    }))
-}
-
-/// What a user would do without weir: the Python `deltalake` package
-/// appending the same rows in micro-batches of about a second
-/// (`scripts/bench_deltalake.py`, run by `python`).
-async fn deltalake_baseline(
-    python: &Path,
-    dir: &Path,
-    rows: &Rows,
-    options: &Options,
-    bytes_per_row: f64,
-) -> Result<serde_json::Value, String> {
-    const SCRIPT: &str = include_str!("../../../scripts/bench_deltalake.py");
-    let decoder = weir_codec::protobuf::ProtoDecoder::new(
-        rows.descriptor().clone(),
-        Arc::clone(rows.schema()),
-    )
-    .map_err(|e| e.to_string())?;
-    let file = dir.join("bench-rows.arrow");
-    let out = std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut writer =
-        arrow::ipc::writer::FileWriter::try_new(out, rows.schema()).map_err(|e| e.to_string())?;
-    let mut rng = Rng::new(options.seed);
-    let per = options.rows_per_request;
-    for i in 0..8 {
-        let body = rows.request(&mut rng, (i * per) as u64, per);
-        let batch = decoder
-            .decode(neowise::records(&body))
-            .map_err(|e| e.to_string())?;
-        writer.write(&batch).map_err(|e| e.to_string())?;
-    }
-    writer.finish().map_err(|e| e.to_string())?;
-    let script = dir.join("bench_deltalake.py");
-    std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
-    eprintln!(
-        "deltalake: appending micro-batches with {}",
-        python.display()
-    );
-    let output = tokio::process::Command::new(python)
-        .arg(&script)
-        .arg("--rows")
-        .arg(&file)
-        .arg("--table")
-        .arg(dir.join("deltalake-table"))
-        .arg("--duration")
-        .arg(options.duration.as_secs_f64().to_string())
-        .arg("--bytes-per-row")
-        .arg(bytes_per_row.to_string())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "the deltalake baseline failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).map_err(|e| format!("the deltalake baseline said {last:?}: {e}"))
-}
-
-/// The runs and their baselines as one table, with weir's share of each.
-fn print_side_by_side(runs: &[serde_json::Value], baselines: &[serde_json::Value]) {
-    if baselines.is_empty() {
-        return;
-    }
-    let mb = |v: &serde_json::Value| v["mb_per_s"].as_f64().unwrap_or(0.0);
-    println!();
-    println!(
-        "{:<34} {:>10} {:>16}",
-        "side by side", "MB/s", "weir / this"
-    );
-    for run in runs {
-        let input = run["input"].as_str().unwrap_or_default();
-        println!(
-            "{:<34} {:>10.1} {:>16}",
-            format!("weir, {input}"),
-            mb(run),
-            ""
-        );
-        // The transport of the same input; the disk and deltalake count
-        // protobuf bytes.
-        let compared = baselines.iter().filter(|b| match b["input"].as_str() {
-            Some(of) => of == input,
-            None => input == "protobuf",
-        });
-        for baseline in compared {
-            let name = match baseline["target"].as_str() {
-                Some("disk") => format!(
-                    "disk, sync every {} MiB",
-                    baseline["sync_every_bytes"].as_u64().unwrap_or(0) >> 20
-                ),
-                Some("deltalake") => "Python deltalake, ~1 s micro-batches".to_string(),
-                _ => format!("transport (sink), {input}"),
-            };
-            let ratio = mb(run) / mb(baseline).max(f64::MIN_POSITIVE);
-            println!(
-                "{:<34} {:>10.1} {:>15.0}%",
-                name,
-                mb(baseline),
-                ratio * 100.0
-            );
-        }
-    }
-}
-
-fn print_report(report: &serde_json::Value) {
-    let f = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
-    let latency = &report["ack_latency_ms"];
-    let query = &report["freshness"]["query_ms"];
-    println!(
-        "{:<9} {:<9} {:>9} MB/s {:>11} rows/s   ack ms p50 {} p99 {} p99.9 {}   count query ms p50 {} p99 {}   short counts {}   check {} ({} acked, {} counted)",
-        report["target"].as_str().unwrap_or_default(),
-        report["input"].as_str().unwrap_or_default(),
-        f(&report["mb_per_s"]),
-        format!("{:.0}", report["rows_per_s"].as_f64().unwrap_or(0.0)),
-        f(&latency["p50"]),
-        f(&latency["p99"]),
-        f(&latency["p999"]),
-        f(&query["p50"]),
-        f(&query["p99"]),
-        report["freshness"]["short_counts"],
-        match report["check"]["passed"].as_bool() {
-            Some(true) => "passed",
-            Some(false) => "FAILED",
-            None => "skipped",
-        },
-        report["check"]["acked_rows"],
-        report["check"]["counted_rows"],
-    );
-}
-
-fn unix_seconds(at: std::time::SystemTime) -> u64 {
-    at.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// A `weir serve` this benchmark started; killed, and its scratch data
-/// directory removed, if the benchmark ends without stopping it.
-struct OwnServer {
-    child: Child,
-    url: String,
-    data_dir: PathBuf,
-    /// Remove the data directory at the end.
-    scratch: bool,
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        // Exited already after `stop`, when this does nothing.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if self.scratch {
-            let _ = std::fs::remove_dir_all(&self.data_dir);
-        }
-    }
-}
-
-impl OwnServer {
-    fn start(data_dir: Option<PathBuf>, sink: bool) -> Result<Self, String> {
-        let scratch = data_dir.is_none();
-        let data_dir = data_dir.unwrap_or_else(|| {
-            let kind = if sink { "sink" } else { "data" };
-            std::env::temp_dir().join(format!("weir-bench-{}-{kind}", std::process::id()))
-        });
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .args(sink.then_some("--sink"))
-            .env("RUST_LOG", "warn,weir_flight_server::server=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start weir serve: {e}"))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let line = line.map_err(|e| e.to_string())?;
-            if let Some(rest) = line.split(" listening addr=").nth(1) {
-                addr = rest.split_whitespace().next().map(str::to_string);
-                break;
-            }
-        }
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("weir serve did not start".into());
-        };
-        // Keep reading its log so it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if line.contains("ERROR") || line.contains("WARN") {
-                    eprintln!("server: {line}");
-                }
-            }
-        });
-        Ok(Self {
-            child,
-            url: format!("http://{addr}"),
-            data_dir,
-            scratch,
-        })
-    }
-
-    /// Parquet bytes and Delta versions of `table` so far.
-    fn committed(&self, table: &str) -> serde_json::Value {
-        let dir = self.data_dir.join("tables").join(table);
-        let parquet = dir_bytes(&dir, "parquet");
-        let versions = std::fs::read_dir(dir.join("_delta_log"))
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                    .count()
-            })
-            .unwrap_or(0);
-        json!({"parquet_bytes": parquet, "delta_versions": versions})
-    }
-
-    /// The server's peak RSS and CPU time, then stops it cleanly; its data
-    /// directory stays until [`DataDir::remove`].
-    fn stop(mut self) -> Result<(serde_json::Value, DataDir), String> {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak_kib: Option<u64> = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok());
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command's closing parenthesis; utime and stime
-        // are the 14th and 15th of the line, in clock ticks (100 a second).
-        let cpu_s = stat.rsplit_once(") ").and_then(|(_, rest)| {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
-            Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
-        });
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let exit = self.child.wait().map_err(|e| e.to_string())?;
-        let figures = json!({
-            "peak_rss_mib": peak_kib.map(|k| k as f64 / 1024.0),
-            "cpu_s": cpu_s,
-            "clean_exit": exit.success(),
-        });
-        // The directory is the caller's to remove now.
-        let dir = DataDir {
-            path: self.data_dir.clone(),
-            scratch: std::mem::take(&mut self.scratch),
-        };
-        Ok((figures, dir))
-    }
-}
-
-/// A directory of the benchmark's; a scratch one is removed when dropped.
-struct DataDir {
-    path: PathBuf,
-    /// Made by this benchmark: removed at the end.
-    scratch: bool,
-}
-
-impl DataDir {
-    /// A new scratch directory named for this process and `kind`.
-    fn scratch(kind: &str) -> Result<Self, String> {
-        let path = std::env::temp_dir().join(format!("weir-bench-{}-{kind}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Self {
-            path,
-            scratch: true,
-        })
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        if self.scratch {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-fn dir_bytes(dir: &Path, extension: &str) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                dir_bytes(&path, extension)
-            } else if path.extension().is_some_and(|x| x == extension) {
-                e.metadata().map_or(0, |m| m.len())
-            } else {
-                0
-            }
-        })
-        .sum()
 }

@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
-use weir_codec::protobuf::{MessageDescriptor, arrow_schema_for, descriptor_from_proto_source};
+use weir_codec::protobuf::{ProtoDecoder, arrow_schema_for, descriptor_from_proto_source};
 
 /// The schema, as a producer sends it in the records header.
 pub const PROTO: &str = include_str!("../../../codec/benches/data/neowise.proto");
@@ -154,7 +155,8 @@ fn value(shape: Shape, rng: &mut Rng, row: u64) -> Value {
 
 /// Makes NEOWISE rows.
 pub struct Rows {
-    descriptor: MessageDescriptor,
+    /// The same rows as Arrow, for the Arrow streams and the baselines.
+    decoder: ProtoDecoder,
     schema: SchemaRef,
     /// Each field's number, wire form and shape, in field order.
     fields: Vec<(u32, Shape)>,
@@ -174,8 +176,10 @@ impl Rows {
                 (f.number(), shape(f.name(), &data_type))
             })
             .collect();
+        let decoder =
+            ProtoDecoder::new(descriptor, Arc::clone(&schema)).map_err(|e| e.to_string())?;
         Ok(Self {
-            descriptor,
+            decoder,
             schema,
             fields,
         })
@@ -186,8 +190,11 @@ impl Rows {
         &self.schema
     }
 
-    pub fn descriptor(&self) -> &MessageDescriptor {
-        &self.descriptor
+    /// The rows of a request body (see [`Rows::request`]) as one batch.
+    pub fn batch(&self, body: &[u8]) -> Result<RecordBatch, String> {
+        self.decoder
+            .decode(records(body))
+            .map_err(|e| e.to_string())
     }
 
     /// `count` rows numbered from `first`, length-delimited, as one
@@ -230,7 +237,7 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// The records of a length-delimited body.
-pub fn records(body: &[u8]) -> Vec<&[u8]> {
+fn records(body: &[u8]) -> Vec<&[u8]> {
     let mut records = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
@@ -262,12 +269,7 @@ mod tests {
         let body = rows.request(&mut Rng::new(7), 0, 100);
         let per_row = body.len() / 100;
         assert!((1_000..1_400).contains(&per_row), "{per_row} bytes a row");
-        let decoder = weir_codec::protobuf::ProtoDecoder::new(
-            rows.descriptor().clone(),
-            Arc::clone(rows.schema()),
-        )
-        .unwrap();
-        let batch = decoder.decode(records(&body)).unwrap();
+        let batch = rows.batch(&body).unwrap();
         assert_eq!(batch.num_rows(), 100);
         assert_eq!(batch.num_columns(), 144);
         let nulls: usize = batch.columns().iter().map(|c| c.null_count()).sum();

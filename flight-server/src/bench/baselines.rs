@@ -1,0 +1,99 @@
+//! What bounds weir, and what a user would do without it, measured on the
+//! same rows: the disk alone, and the Python `deltalake` package.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::Options;
+use super::neowise::{Rng, Rows};
+
+/// The disk alone: `total` bytes of `body` written sequentially to a file
+/// in `dir`, with `sync_data` after every `group` bytes, as the WAL's
+/// group commit does.
+pub(super) fn disk_baseline(
+    dir: &Path,
+    body: &[u8],
+    total: u64,
+    group: u64,
+) -> Result<serde_json::Value, String> {
+    use std::io::Write;
+    let path = dir.join("bench-disk-baseline");
+    let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let started = Instant::now();
+    let (mut written, mut unsynced) = (0u64, 0u64);
+    while written < total {
+        file.write_all(body).map_err(|e| e.to_string())?;
+        written += body.len() as u64;
+        unsynced += body.len() as u64;
+        if unsynced >= group {
+            file.sync_data().map_err(|e| e.to_string())?;
+            unsynced = 0;
+        }
+    }
+    file.sync_data().map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(json!({
+        "target": "disk",
+        "bytes": written,
+        "sync_every_bytes": group,
+        "mb_per_s": written as f64 / elapsed / 1e6,
+    }))
+}
+
+/// What a user would do without weir: the Python `deltalake` package
+/// appending the same rows in micro-batches of about a second
+/// (`scripts/bench_deltalake.py`, run by `python`).
+pub(super) async fn deltalake_baseline(
+    python: &Path,
+    dir: &Path,
+    rows: &Rows,
+    options: &Options,
+    bytes_per_row: f64,
+) -> Result<serde_json::Value, String> {
+    const SCRIPT: &str = include_str!("../../../scripts/bench_deltalake.py");
+    let file = dir.join("bench-rows.arrow");
+    let out = std::fs::File::create(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut writer =
+        arrow::ipc::writer::FileWriter::try_new(out, rows.schema()).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(options.seed);
+    let per = options.rows_per_request;
+    for i in 0..8 {
+        let body = rows.request(&mut rng, (i * per) as u64, per);
+        writer
+            .write(&rows.batch(&body)?)
+            .map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    let script = dir.join("bench_deltalake.py");
+    std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
+    eprintln!(
+        "deltalake: appending micro-batches with {}",
+        python.display()
+    );
+    let output = tokio::process::Command::new(python)
+        .arg(&script)
+        .arg("--rows")
+        .arg(&file)
+        .arg("--table")
+        .arg(dir.join("deltalake-table"))
+        .arg("--duration")
+        .arg(options.duration.as_secs_f64().to_string())
+        .arg("--bytes-per-row")
+        .arg(bytes_per_row.to_string())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "the deltalake baseline failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).map_err(|e| format!("the deltalake baseline said {last:?}: {e}"))
+}
