@@ -14,7 +14,7 @@
 //! target_bytes = 134217728
 //! checkpoint_interval = 20
 //! timeout_ms = 120000
-//! zstd_level = 3
+//! zstd_level = 1
 //!
 //! [limits]
 //! max_request_bytes = 67108864

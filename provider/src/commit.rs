@@ -14,10 +14,12 @@
 //! anything else is written, so a failed commit is never written twice.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
@@ -27,7 +29,7 @@ use parquet::schema::types::ColumnPath;
 use tracing::warn;
 use weir_wal::WalPosition;
 
-use crate::table::Table;
+use crate::table::{Table, unshared};
 use crate::{Error, Result};
 
 /// What one commit did.
@@ -72,8 +74,13 @@ impl Table {
             if batches.is_empty() {
                 return Ok(None);
             }
-            (state.delta.clone(), batches, state.stream_marks(through))
+            (
+                Arc::clone(&state.delta),
+                batches,
+                state.stream_marks(through),
+            )
         };
+        let (delta, batches) = (DeltaTable::clone(&delta), unshared(batches));
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let started = Instant::now();
         let level = ZstdLevel::try_new(self.config.zstd_level).unwrap_or_default();
@@ -151,7 +158,7 @@ impl Table {
     /// rows from the tail as a successful commit would. Returns the
     /// watermark. Call with the commit lock held.
     async fn resolve_unknown_outcome(&self) -> Result<WalPosition> {
-        let mut latest = self.state.lock().delta.clone();
+        let mut latest = DeltaTable::clone(&self.state.lock().delta);
         let read = async {
             latest.update_state().await?;
             let snapshot = latest.snapshot()?;

@@ -57,7 +57,9 @@ impl Default for TableConfig {
             all_tails_budget_bytes: 2 << 30,
             checkpoint_interval: 20,
             commit_timeout: Duration::from_secs(120),
-            zstd_level: 3,
+            // Level 3 took 14% of ingest throughput for files 0.8% smaller
+            // (NEOWISE rows, 64 streams, BENCHMARKS.md).
+            zstd_level: 1,
         }
     }
 }
@@ -108,8 +110,9 @@ pub struct Table {
 
 #[derive(Debug)]
 pub(crate) struct State {
-    /// The Delta snapshot queries read.
-    pub(crate) delta: DeltaTable,
+    /// The Delta snapshot queries read, shared so that a cut takes it
+    /// without copying under the lock.
+    pub(crate) delta: Arc<DeltaTable>,
     /// The `txn` version of `delta`: every record of this table at or below
     /// it is in Delta.
     pub(crate) committed_through: WalPosition,
@@ -121,7 +124,9 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub(crate) struct TailEntry {
     pub(crate) position: WalPosition,
-    pub(crate) batch: RecordBatch,
+    /// Shared, so that a cut takes it under the lock with one reference
+    /// count rather than one per column.
+    pub(crate) batch: Arc<RecordBatch>,
     pub(crate) bytes: usize,
     /// The named stream and offset of the request, if it had a name.
     pub(crate) stream: Option<StreamMark>,
@@ -137,7 +142,7 @@ impl State {
     ) {
         self.tail.push_back(TailEntry {
             position,
-            batch,
+            batch: Arc::new(batch),
             bytes,
             stream,
         });
@@ -157,12 +162,13 @@ impl State {
     }
 
     /// The tail's batches at or below `durable`, in WAL order. Call with the
-    /// lock held and `durable` read under it (see the module docs).
-    pub(crate) fn durable_tail(&self, durable: WalPosition) -> Vec<RecordBatch> {
+    /// lock held and `durable` read under it (see the module docs); turn
+    /// them into batches with [`unshared`] after it is released.
+    pub(crate) fn durable_tail(&self, durable: WalPosition) -> Vec<Arc<RecordBatch>> {
         self.tail
             .iter()
             .take_while(|e| e.position <= durable)
-            .map(|e| e.batch.clone())
+            .map(|e| Arc::clone(&e.batch))
             .collect()
     }
 
@@ -229,7 +235,7 @@ impl Table {
             config,
             budget,
             state: Mutex::new(State {
-                delta,
+                delta: Arc::new(delta),
                 committed_through,
                 tail: VecDeque::new(),
                 tail_bytes: 0,
@@ -404,7 +410,7 @@ impl Table {
             return Ok(offset);
         }
         // Not seen since start: its offset, if any, is in Delta.
-        let delta = self.state.lock().delta.clone();
+        let delta = Arc::clone(&self.state.lock().delta);
         let snapshot = delta.snapshot().map_err(|e| Error::delta(&self.name, e))?;
         let committed = snapshot
             .transaction_version(delta.log_store().as_ref(), name.app_id())
@@ -427,13 +433,18 @@ impl Table {
     }
 
     /// The Delta snapshot and the durable tail above it, read atomically.
+    /// The lock that ingest needs is held for one reference count per tail
+    /// entry; the copies are made after it.
     pub fn cut(&self) -> Cut {
-        let state = self.state.lock();
-        let tail = state.durable_tail(self.wal.durable_position());
+        let (delta, committed_through, tail) = {
+            let state = self.state.lock();
+            let tail = state.durable_tail(self.wal.durable_position());
+            (Arc::clone(&state.delta), state.committed_through, tail)
+        };
         Cut {
-            delta: state.delta.clone(),
-            committed_through: state.committed_through,
-            tail,
+            delta: DeltaTable::clone(&delta),
+            committed_through,
+            tail: unshared(tail),
         }
     }
 
@@ -455,7 +466,7 @@ impl Table {
             state.tail_bytes -= entry.bytes;
             freed += entry.bytes;
         }
-        state.delta = delta;
+        state.delta = Arc::new(delta);
         state.committed_through = through;
         drop(state);
         self.budget.release(freed);
@@ -494,6 +505,15 @@ impl Table {
             committed_through: state.committed_through,
         }
     }
+}
+
+/// Batches of the tail, taken with [`State::durable_tail`], as batches of
+/// their own.
+pub(crate) fn unshared(batches: Vec<Arc<RecordBatch>>) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .map(|batch| RecordBatch::clone(batch))
+        .collect()
 }
 
 /// The Delta `txn` app id of a table on a node.
