@@ -108,6 +108,17 @@ enum Command {
         /// latency below the maximum load.
         #[arg(long)]
         rate: Option<f64>,
+        /// Measure queries instead: the same queries over rows in the
+        /// tail, over the rows committed to Parquet, and by DataFusion
+        /// reading those Parquet files directly.
+        #[arg(long)]
+        query: bool,
+        /// Rows --query loads.
+        #[arg(long, default_value_t = 1_000_000)]
+        query_rows: usize,
+        /// Times --query runs each query per contender (the median counts).
+        #[arg(long, default_value_t = 5)]
+        query_runs: usize,
     },
     /// Run SQL against a node: interactive, or with -c / -f.
     Sql {
@@ -183,6 +194,9 @@ fn main() -> ExitCode {
                 disk_sync_bytes,
                 python,
                 rate,
+                query,
+                query_rows,
+                query_runs,
             } => {
                 let inputs = match input.as_str() {
                     "protobuf" => vec![bench::Input::Protobuf],
@@ -209,6 +223,9 @@ fn main() -> ExitCode {
                     disk_sync_bytes: disk_sync_bytes.max(1),
                     python,
                     rate_mb_per_s: rate,
+                    query,
+                    query_rows,
+                    query_runs,
                 };
                 match bench::run(options).await {
                     Ok(true) => ExitCode::SUCCESS,

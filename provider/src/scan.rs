@@ -9,13 +9,15 @@
 //!   Delta scan of version V   (projection, filters and limit pushed in;
 //!                              types cast to the table schema if Delta
 //!                              reads them as views)
-//!   tail batches in memory    (filters applied, then projection)
+//!   tail batches in memory    (projected, in as many partitions as the
+//!                              session has threads)
 //! ```
 //!
 //! - **Projection** is applied on both sides.
 //! - **Filters** are all reported [`Inexact`]: Delta uses them to skip files
-//!   and row groups, the tail applies them to its rows, and DataFusion
-//!   re-applies them above the union.
+//!   and row groups, and DataFusion applies them above the union, to the
+//!   projected columns only (filtering the tail's whole rows first cost
+//!   more than it saved).
 //! - **Limit** is passed to the Delta scan as a hint; DataFusion applies it.
 //!
 //! What a query sees: every row acknowledged before the scan was planned
@@ -27,17 +29,19 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, DataFusionError, Result as DFResult, project_schema};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result as DFResult, project_schema};
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::logical_expr::utils::conjunction;
+use datafusion::datasource::physical_plan::ParquetSource;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 
@@ -90,30 +94,64 @@ impl TableProvider for TableScanProvider {
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let delta = cut.delta.table_provider().build().await?;
         let delta_plan = delta.scan(state, projection, filters, limit).await?;
+        let delta_plan = without_row_filters(delta_plan)?;
         let mut plans = vec![cast_to(delta_plan, &projected)?];
 
         if !cut.tail.is_empty() {
-            let mut tail: Arc<dyn ExecutionPlan> =
-                MemorySourceConfig::try_new_exec(&[cut.tail], Arc::clone(&schema), None)?;
-            if let Some(predicate) = conjunction(filters.iter().cloned()) {
-                let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
-                let predicate = state.create_physical_expr(predicate, &df_schema)?;
-                tail = Arc::new(FilterExec::try_new(predicate, tail)?);
-            }
-            if let Some(projection) = projection {
-                let columns = projection.iter().map(|&i| {
-                    let name = schema.field(i).name().clone();
-                    (
-                        Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
-                        name,
-                    )
-                });
-                tail = Arc::new(ProjectionExec::try_new(columns, tail)?);
-            }
+            let partitions = partitioned(cut.tail, state.config().target_partitions());
+            let tail: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+                &partitions,
+                Arc::clone(&schema),
+                projection.cloned(),
+            )?;
             plans.push(tail);
         }
         UnionExec::try_new(plans)
     }
+}
+
+/// Delta's scan has the Parquet reader filter rows while it decodes them,
+/// which DataFusion leaves off by default: a filter keeping a fifth of
+/// 1 M NEOWISE rows took twice as long that way (BENCHMARKS.md). Turned
+/// off here, before the plan is optimized, the filter runs above the scan
+/// instead; its predicate still skips files, row groups and pages.
+fn without_row_filters(plan: Arc<dyn ExecutionPlan>) -> DFResult<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some((config, parquet)) = exec.downcast_to_file_source::<ParquetSource>() else {
+            return Ok(Transformed::no(node));
+        };
+        let mut config = config.clone();
+        config.file_source = Arc::new(parquet.clone().with_pushdown_filters(false));
+        let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        Ok(Transformed::yes(exec))
+    })
+    .map(|transformed| transformed.data)
+}
+
+/// `batches` in at most `parts` runs of consecutive batches with about the
+/// same number of rows each, for as many threads to read.
+fn partitioned(batches: Vec<RecordBatch>, parts: usize) -> Vec<Vec<RecordBatch>> {
+    let parts = parts.max(1);
+    let total = batches
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum::<usize>()
+        .max(1);
+    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
+    let mut start = 0;
+    for batch in batches {
+        // The part the batch's middle row falls in: never decreasing, so
+        // each part holds consecutive batches.
+        let rows = batch.num_rows();
+        let middle = start + rows / 2;
+        partitions[(middle * parts / total).min(parts - 1)].push(batch);
+        start += rows;
+    }
+    partitions.retain(|part| !part.is_empty());
+    partitions
 }
 
 /// Casts `plan`'s columns to `schema`'s types where they differ (Delta's
@@ -145,4 +183,38 @@ fn cast_to(plan: Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> DFResult<Arc<dyn
         (expr, field.name().clone())
     });
     Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from_iter_values(0..rows))],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_tail_is_split_by_rows_keeping_its_order() {
+        let sizes = [5, 1, 1, 1, 1, 1, 10, 2];
+        let batches: Vec<_> = sizes.iter().map(|&n| batch(n)).collect();
+        let rows = |part: &Vec<RecordBatch>| part.iter().map(RecordBatch::num_rows).sum::<usize>();
+        let parts = partitioned(batches.clone(), 2);
+        // 22 rows: the batch of 10 rows starts at row 10 and has its middle
+        // in the second half.
+        assert_eq!(parts.iter().map(rows).collect::<Vec<_>>(), [10, 12]);
+        assert_eq!(parts.concat(), batches);
+        assert_eq!(partitioned(batches.clone(), 1), vec![batches.clone()]);
+        // More parts than batches: one batch each at most, none empty.
+        let many = partitioned(batches.clone(), 100);
+        assert_eq!(many.len(), batches.len());
+        assert_eq!(many.concat(), batches);
+        assert_eq!(partitioned(vec![batch(0), batch(0)], 4).len(), 1);
+    }
 }

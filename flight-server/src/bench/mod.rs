@@ -38,6 +38,7 @@
 
 mod baselines;
 mod neowise;
+mod query;
 mod report;
 mod server;
 
@@ -107,6 +108,12 @@ pub struct Options {
     /// Pace the producers to this many MB/s in all (`None`: as fast as
     /// the server acks).
     pub rate_mb_per_s: Option<f64>,
+    /// Measure queries instead of ingest (see [`query`]).
+    pub query: bool,
+    /// Rows the query benchmark loads.
+    pub query_rows: usize,
+    /// Times each query runs per contender.
+    pub query_runs: usize,
 }
 
 /// Runs the benchmark; false if a check failed.
@@ -126,11 +133,14 @@ pub async fn run(options: Options) -> Result<bool, String> {
         return Err(format!("--rate {rate}: use 0.001 to 1,000,000 MB/s"));
     }
     let rows = Rows::new()?;
+    if options.query {
+        return query::run(&options, &rows).await;
+    }
     let started = std::time::SystemTime::now();
     let (server, url) = match &options.connect {
         Some(url) => (None, url.clone()),
         None => {
-            let server = OwnServer::start(options.data_dir.clone(), false)?;
+            let server = OwnServer::start(options.data_dir.clone(), false, None)?;
             let url = server.url.clone();
             (Some(server), url)
         }
@@ -138,7 +148,7 @@ pub async fn run(options: Options) -> Result<bool, String> {
     // The transport baseline: the same server binary as a sink, which
     // decodes and acknowledges requests and writes nothing.
     let sink = match (&server, options.baselines) {
-        (Some(_), true) => Some(OwnServer::start(None, true)?),
+        (Some(_), true) => Some(OwnServer::start(None, true, None)?),
         _ => None,
     };
     let mut reports = Vec::new();

@@ -29,7 +29,13 @@ impl Drop for OwnServer {
 }
 
 impl OwnServer {
-    pub(super) fn start(data_dir: Option<PathBuf>, sink: bool) -> Result<Self, String> {
+    /// Starts `weir serve` on `data_dir` (default: a scratch directory),
+    /// as a sink or with the config file `config`.
+    pub(super) fn start(
+        data_dir: Option<PathBuf>,
+        sink: bool,
+        config: Option<&Path>,
+    ) -> Result<Self, String> {
         let scratch = data_dir.is_none();
         let data_dir = data_dir.unwrap_or_else(|| {
             let kind = if sink { "sink" } else { "data" };
@@ -40,6 +46,11 @@ impl OwnServer {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(sink.then_some("--sink"))
+            .args(
+                config
+                    .iter()
+                    .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+            )
             .env("RUST_LOG", "warn,weir_flight_server::server=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

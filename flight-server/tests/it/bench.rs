@@ -89,3 +89,48 @@ fn bench_runs_both_inputs_and_checks_the_table_holds_what_was_acked() {
     // The data directory it was given stays.
     assert!(dir.path().join("data").join("tables").exists());
 }
+
+#[test]
+fn bench_query_compares_the_tail_parquet_and_datafusion_on_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("query.json");
+    let output = Command::new(WEIR)
+        .args([
+            "bench",
+            "--query",
+            "--query-rows",
+            "3000",
+            "--rows-per-request",
+            "700",
+            "--query-runs",
+            "2",
+            "--json",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("tail/Parquet"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["rows"], 3000);
+    assert!(report["parquet_files"].as_u64().unwrap() >= 1, "{report}");
+    let queries = report["queries"].as_array().unwrap();
+    assert_eq!(queries.len(), 3);
+    for query in queries {
+        assert_eq!(query["answers_agree"], true, "{query}");
+        for contender in ["tail_ms", "parquet_ms", "datafusion_ms"] {
+            let runs = query[contender].as_array().unwrap();
+            assert_eq!(runs.len(), 2, "{query}");
+            assert!(runs.iter().all(|ms| ms.as_f64().unwrap() > 0.0), "{query}");
+        }
+    }
+    // Every row loaded is counted, in the tail and after the commit.
+    assert!(
+        queries[0]["answer"].as_str().unwrap().contains("| 3000 |"),
+        "{}",
+        queries[0]["answer"]
+    );
+}
