@@ -110,7 +110,8 @@ enum Command {
         rate: Option<f64>,
         /// Measure queries instead: the same queries over rows in the
         /// tail, over the rows committed to Parquet, and by DataFusion
-        /// reading those Parquet files directly.
+        /// reading those Parquet files directly (its own server; --streams,
+        /// --duration, --rate and the baselines do not apply).
         #[arg(long)]
         query: bool,
         /// Rows --query loads.

@@ -158,7 +158,8 @@ impl Table {
     /// rows from the tail as a successful commit would. Returns the
     /// watermark. Call with the commit lock held.
     async fn resolve_unknown_outcome(&self) -> Result<WalPosition> {
-        let mut latest = DeltaTable::clone(&self.state.lock().delta);
+        let shared = Arc::clone(&self.state.lock().delta);
+        let mut latest = DeltaTable::clone(&shared);
         let read = async {
             latest.update_state().await?;
             let snapshot = latest.snapshot()?;

@@ -14,10 +14,11 @@
 //! ```
 //!
 //! - **Projection** is applied on both sides.
-//! - **Filters** are all reported [`Inexact`]: Delta uses them to skip files
-//!   and row groups, and DataFusion applies them above the union, to the
-//!   projected columns only (filtering the tail's whole rows first cost
-//!   more than it saved).
+//! - **Filters** are all reported [`Inexact`]: Delta uses them to skip files,
+//!   row groups and pages, and DataFusion applies them to the projected
+//!   columns, as a filter over each side of the union once the plan is
+//!   optimized (filtering the tail's whole rows first cost more than it
+//!   saved).
 //! - **Limit** is passed to the Delta scan as a hint; DataFusion applies it.
 //!
 //! What a query sees: every row acknowledged before the scan was planned
@@ -113,8 +114,10 @@ impl TableProvider for TableScanProvider {
 /// Delta's scan has the Parquet reader filter rows while it decodes them,
 /// which DataFusion leaves off by default: a filter keeping a fifth of
 /// 1 M NEOWISE rows took twice as long that way (BENCHMARKS.md). Turned
-/// off here, before the plan is optimized, the filter runs above the scan
-/// instead; its predicate still skips files, row groups and pages.
+/// off here, before the plan is optimized (and with the session's
+/// `datafusion.execution.parquet.pushdown_filters` off, as weir's is: its
+/// SQL refuses `SET`), the filter runs in a filter over the scan instead;
+/// its predicate still skips files, row groups and pages.
 fn without_row_filters(plan: Arc<dyn ExecutionPlan>) -> DFResult<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
         let Some(exec) = node.downcast_ref::<DataSourceExec>() else {

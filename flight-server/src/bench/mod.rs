@@ -32,9 +32,12 @@
 //! A line of progress a second goes to stderr, the report to stdout, and
 //! with `--json PATH` a JSON report with the timeline.
 //!
+//! `--query` measures queries instead (see [`query`]).
+//!
 //! Here: the runs and their producers. The rows are in [`neowise`], the
 //! servers and scratch directories in [`server`], the disk and deltalake
-//! baselines in [`baselines`], what is printed in [`report`].
+//! baselines in [`baselines`], what is printed in [`report`], the query
+//! benchmark in [`query`].
 
 mod baselines;
 mod neowise;

@@ -5,9 +5,12 @@
 //! The server it starts holds commits off while it loads the rows, so
 //! that every row is in the tail; it then stops (committing the tail) and
 //! starts again on the same data directory, where every row is in Delta.
-//! DataFusion, in this process, reads the table's Parquet files with its
-//! default settings. Each query runs `--query-runs` times per contender;
-//! the medians are compared, and the three must give the same answer.
+//! DataFusion, in this process, reads the Parquet files of the Delta
+//! table's latest version (from its log) with its default settings. Each
+//! query runs `--query-runs` times per contender; the medians are
+//! compared, every run must give its contender's first answer, and the
+//! three contenders the same one. A server that does not stop cleanly
+//! (its tail perhaps not committed) ends the benchmark with an error.
 
 use std::path::Path;
 use std::time::Instant;
@@ -74,11 +77,18 @@ pub(super) async fn run(options: &Options, rows: &Rows) -> Result<bool, String> 
     }
     let tail = time_queries(&server.url, options.query_runs).await?;
     eprintln!("queries over the tail done; committing the rows and restarting");
-    let (_, dir) = server.stop()?;
+    let (stopped, dir) = server.stop()?;
+    // A commit that failed on the way down would leave the rows to the
+    // WAL, and the "Parquet" figures would be the tail's again.
+    if stopped["clean_exit"] != true {
+        return Err(format!(
+            "the server did not stop cleanly, so its tail may not be committed: {stopped}"
+        ));
+    }
 
     let server = OwnServer::start(Some(dir.path.clone()), false, None)?;
     let parquet = time_queries(&server.url, options.query_runs).await?;
-    let files = parquet_files(&dir.path.join("tables").join(TABLE))?;
+    let files = delta_files(&dir.path.join("tables").join(TABLE))?;
     let direct = time_datafusion(&files, options.query_runs).await?;
     drop(server.stop()?);
     drop(dir);
@@ -239,11 +249,18 @@ async fn time_each(
         let query = query.replace("{t}", TABLE);
         let mut times = Vec::new();
         let mut answer = String::new();
-        for _ in 0..runs {
+        for i in 0..runs {
             let started = Instant::now();
             let batches = run(&query).await?;
             times.push(started.elapsed().as_secs_f64() * 1e3);
-            answer = printed(&batches)?;
+            let printed = printed(&batches)?;
+            if i > 0 && printed != answer {
+                return Err(format!(
+                    "{query}: run {} answered\n{printed}\nand the first\n{answer}",
+                    i + 1
+                ));
+            }
+            answer = printed;
         }
         timed.push(Timed::new(times, answer));
     }
@@ -256,19 +273,49 @@ fn printed(batches: &[RecordBatch]) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The table's data files (not the Delta log's checkpoints).
-fn parquet_files(table_dir: &Path) -> Result<Vec<String>, String> {
-    let entries =
-        std::fs::read_dir(table_dir).map_err(|e| format!("{}: {e}", table_dir.display()))?;
-    let mut files: Vec<String> = entries
+/// The data files of the Delta table at `table_dir`'s latest version, from
+/// its log: the files its commits added and did not remove (a file a
+/// failed commit left behind is not the table's).
+fn delta_files(table_dir: &Path) -> Result<Vec<String>, String> {
+    let log = table_dir.join("_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .map_err(|e| format!("{}: {e}", log.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .map(|p| p.display().to_string())
         .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(format!("no Parquet files in {}", table_dir.display()));
+    if commits
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".checkpoint.parquet"))
+    {
+        return Err(format!(
+            "{} has a checkpoint, which this reader does not read",
+            log.display()
+        ));
     }
-    Ok(files)
+    commits.retain(|p| p.extension().is_some_and(|x| x == "json"));
+    commits.sort();
+    let mut files = std::collections::BTreeSet::new();
+    for commit in commits {
+        let text =
+            std::fs::read_to_string(&commit).map_err(|e| format!("{}: {e}", commit.display()))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let action: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("{}: {e}", commit.display()))?;
+            if let Some(path) = action["add"]["path"].as_str() {
+                files.insert(path.to_string());
+            } else if let Some(path) = action["remove"]["path"].as_str() {
+                files.remove(path);
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "the Delta table at {} has no files",
+            table_dir.display()
+        ));
+    }
+    Ok(files
+        .into_iter()
+        .map(|path| table_dir.join(path).display().to_string())
+        .collect())
 }
