@@ -297,13 +297,9 @@ enum Step {
         offset: Offset,
         records: i64,
     },
-    /// A resend of a named stream, already durable.
-    Duplicate {
-        offset: Offset,
-        records: i64,
-    },
-    /// A request a sink decoded and dropped.
-    Discarded {
+    /// A request with nothing to wait for: a resend of a named stream,
+    /// already durable, or one a sink decoded and dropped.
+    Settled {
         offset: Offset,
         records: i64,
     },
@@ -387,11 +383,7 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
             let offset = match self.session.admit(offset) {
                 Ok(Admit::Write(offset)) => offset,
                 Ok(Admit::Duplicate(offset)) => {
-                    if steps
-                        .send(Step::Duplicate { offset, records })
-                        .await
-                        .is_err()
-                    {
+                    if steps.send(Step::Settled { offset, records }).await.is_err() {
                         return;
                     }
                     continue;
@@ -401,11 +393,7 @@ impl<R: Requests, P: Protocol> StreamTask<R, P> {
             let appended = match self.requests.rows(&table, &self.limits, payload) {
                 Ok(Rows { batch, .. }) if self.sink => {
                     records += batch.num_rows() as i64;
-                    if steps
-                        .send(Step::Discarded { offset, records })
-                        .await
-                        .is_err()
-                    {
+                    if steps.send(Step::Settled { offset, records }).await.is_err() {
                         return;
                     }
                     continue;
@@ -503,7 +491,7 @@ async fn acknowledge<P: Protocol>(
                 }
                 Err(e) => Err(Status::from(Error::Wal(e))),
             },
-            Step::Duplicate { offset, records } | Step::Discarded { offset, records } => {
+            Step::Settled { offset, records } => {
                 last_ack = LastAck { offset, records };
                 Ok(protocol.ack(offset.get(), records))
             }

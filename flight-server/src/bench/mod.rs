@@ -291,22 +291,9 @@ async fn run_one(
 ) -> Result<serde_json::Value, String> {
     let Target { url, server, sink } = target;
     let table = format!("neowise_{}", input.name());
-    let mut sql = SqlClient::connect(url, &ConnectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let ddl = create_table(&table, rows);
-    sql.query(&format!("DROP TABLE IF EXISTS {table}"))
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    sql.query(&ddl)
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut sql = connect_sql(url).await?;
+    run_sql(&mut sql, &format!("DROP TABLE IF EXISTS {table}")).await?;
+    run_sql(&mut sql, &create_table(&table, rows)).await?;
 
     // Before the clock: a few distinct requests the streams take turns at.
     let distinct = options.streams.clamp(4, 32);
@@ -606,9 +593,7 @@ async fn count_loop(
     warm: Instant,
     stop: Instant,
 ) -> Result<serde_json::Value, String> {
-    let mut sql = SqlClient::connect(&url, &ConnectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut sql = connect_sql(&url).await?;
     let mut latencies = Vec::new();
     let mut short = 0u64;
     while Instant::now() < stop {
@@ -634,14 +619,25 @@ async fn count_loop(
     }))
 }
 
-async fn count(sql: &mut SqlClient, table: &str) -> Result<u64, String> {
-    let batches = sql
-        .query(&format!("SELECT count(*) FROM {table}"))
+/// A FlightSQL connection to `url`.
+async fn connect_sql(url: &str) -> Result<SqlClient, String> {
+    SqlClient::connect(url, &ConnectOptions::default())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `statement` and gathers its result.
+async fn run_sql(sql: &mut SqlClient, statement: &str) -> Result<Vec<RecordBatch>, String> {
+    sql.query(statement)
         .await
         .map_err(|e| e.to_string())?
         .collect()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+async fn count(sql: &mut SqlClient, table: &str) -> Result<u64, String> {
+    let batches = run_sql(sql, &format!("SELECT count(*) FROM {table}")).await?;
     let column = batches
         .first()
         .map(|b| Arc::clone(b.column(0)))

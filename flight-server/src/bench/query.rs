@@ -18,11 +18,11 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde_json::json;
-use weir_client::{Client, ConnectOptions, SqlClient, StreamOptions};
+use weir_client::{Client, StreamOptions};
 
 use super::neowise::{Rng, Rows};
 use super::server::{DataDir, OwnServer};
-use super::{Options, create_table, rows_header};
+use super::{Options, connect_sql, create_table, rows_header, run_sql};
 
 /// The table the rows go to.
 const TABLE: &str = "neowise_query";
@@ -144,15 +144,7 @@ pub(super) async fn run(options: &Options, rows: &Rows) -> Result<bool, String> 
 
 /// Sends `total` distinct rows over a few streams and waits for their acks.
 async fn load(url: &str, rows: &Rows, options: &Options, total: usize) -> Result<(), String> {
-    let mut sql = SqlClient::connect(url, &ConnectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    sql.query(&create_table(TABLE, rows))
-        .await
-        .map_err(|e| e.to_string())?
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
+    run_sql(&mut connect_sql(url).await?, &create_table(TABLE, rows)).await?;
     let client = Client::connect(url).await.map_err(|e| e.to_string())?;
     let each = options.rows_per_request.min(total);
     let requests = total.div_ceil(each);
@@ -205,18 +197,8 @@ impl Timed {
 
 /// The queries through weir's FlightSQL, each `runs` times.
 async fn time_queries(url: &str, runs: usize) -> Result<Vec<Timed>, String> {
-    let mut sql = SqlClient::connect(url, &ConnectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    time_each(runs, async |query| {
-        sql.query(query)
-            .await
-            .map_err(|e| e.to_string())?
-            .collect()
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await
+    let mut sql = connect_sql(url).await?;
+    time_each(runs, async |query| run_sql(&mut sql, query).await).await
 }
 
 /// The queries by DataFusion over `files`, each `runs` times.
