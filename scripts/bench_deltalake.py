@@ -1,14 +1,14 @@
 """What a user would do without weir, for `weir bench`: append the same
 rows to a Delta table in micro-batches with the `deltalake` package, at a
-one-second freshness.
+given freshness (one second by default).
 
-The micro-batch is the largest that one append writes in about a second
-(rows double until an append takes 0.8 s or more, up to about 1 GB); the
-producers are taken
-to be infinitely fast, so a row waits for the append in progress and then
-its own: its freshness is at most two appends. Prints one JSON object.
+The micro-batch is the largest that one append writes in about the
+freshness (rows double until an append takes 0.8 of it or more, up to
+about 1 GB); the producers are taken to be infinitely fast, so a row
+waits for the append in progress and then its own: its freshness is at
+most two appends. Prints one JSON object.
 
-    python bench_deltalake.py --rows rows.arrow --table DIR --duration 10 --bytes-per-row 1200
+    python bench_deltalake.py --rows rows.arrow --table DIR --duration 10 --bytes-per-row 1200 --freshness 1
 """
 
 import argparse
@@ -26,6 +26,7 @@ def main():
     parser.add_argument("--table", required=True, help="where the Delta table goes")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--bytes-per-row", type=float, required=True)
+    parser.add_argument("--freshness", type=float, default=1.0, help="seconds")
     args = parser.parse_args()
 
     rows = ipc.open_file(args.rows).read_all()
@@ -43,7 +44,7 @@ def main():
     while True:
         took = append(batch(size))
         # At most about 1 GB a micro-batch, held in memory.
-        if took >= 0.8 or size * args.bytes_per_row >= 1e9:
+        if took >= 0.8 * args.freshness or size * args.bytes_per_row >= 1e9:
             break
         size *= 2
     micro = batch(size)
@@ -61,6 +62,7 @@ def main():
         json.dumps(
             {
                 "target": "deltalake",
+                "freshness_target_s": args.freshness,
                 "rows_per_append": size,
                 "appends": len(appends),
                 "rows_per_s": written / elapsed,

@@ -14,6 +14,7 @@
 //! target_bytes = 134217728
 //! checkpoint_interval = 20
 //! timeout_ms = 120000
+//! compression = "zstd"
 //! zstd_level = 1
 //!
 //! [limits]
@@ -51,7 +52,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 use weir_codec::Limits;
-use weir_provider::TableConfig;
+use weir_provider::{ParquetCompression, TableConfig};
 use weir_sql::QueryConfig;
 use weir_wal::WalConfig;
 
@@ -132,8 +133,32 @@ pub struct CommitSection {
     pub checkpoint_interval: u64,
     /// A commit that takes longer fails and is retried.
     pub timeout_ms: u64,
+    /// The codec of the Parquet files.
+    pub compression: Compression,
     /// zstd level of the Parquet files.
     pub zstd_level: i32,
+}
+
+/// `commit.compression` in the config file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Lz4,
+    Snappy,
+    None,
+}
+
+impl From<Compression> for ParquetCompression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Zstd => ParquetCompression::Zstd,
+            Compression::Lz4 => ParquetCompression::Lz4,
+            Compression::Snappy => ParquetCompression::Snappy,
+            Compression::None => ParquetCompression::Uncompressed,
+        }
+    }
 }
 
 /// `[limits]` in the config file: what one request, all streams, the
@@ -267,6 +292,12 @@ impl From<&TableConfig> for CommitSection {
             target_bytes: t.commit_target_bytes,
             checkpoint_interval: t.checkpoint_interval,
             timeout_ms: u64::try_from(t.commit_timeout.as_millis()).unwrap_or(u64::MAX),
+            compression: match t.compression {
+                ParquetCompression::Zstd => Compression::Zstd,
+                ParquetCompression::Lz4 => Compression::Lz4,
+                ParquetCompression::Snappy => Compression::Snappy,
+                ParquetCompression::Uncompressed => Compression::None,
+            },
             zstd_level: t.zstd_level,
         }
     }
@@ -336,6 +367,7 @@ impl Config {
             all_tails_budget_bytes: self.limits.all_tails_budget_bytes,
             checkpoint_interval: self.commit.checkpoint_interval,
             commit_timeout: Duration::from_millis(self.commit.timeout_ms),
+            compression: self.commit.compression.into(),
             zstd_level: self.commit.zstd_level,
         }
     }
@@ -393,6 +425,19 @@ mod tests {
         assert_eq!(fail, CorruptionPolicy::Fail);
         let err = policy("[wal]\ncorruption = \"ignore\"\n").unwrap_err();
         assert!(err.to_string().contains("repair-torn-tail"), "{err}");
+    }
+
+    #[test]
+    fn the_parquet_codec_is_named() {
+        let codec =
+            |toml: &str| toml::from_str::<Config>(toml).map(|c| c.table_config().compression);
+        assert_eq!(codec("").unwrap(), ParquetCompression::Zstd);
+        let lz4 = codec("[commit]\ncompression = \"lz4\"\n").unwrap();
+        assert_eq!(lz4, ParquetCompression::Lz4);
+        let none = codec("[commit]\ncompression = \"none\"\n").unwrap();
+        assert_eq!(none, ParquetCompression::Uncompressed);
+        let err = codec("[commit]\ncompression = \"gzip\"\n").unwrap_err();
+        assert!(err.to_string().contains("snappy"), "{err}");
     }
 
     #[test]

@@ -247,6 +247,7 @@ fn table_code(e: &weir_provider::Error) -> Code {
         | E::MalformedEntry { .. }
         | E::Delta { .. }
         | E::Storage(_)
+        | E::Sync { .. }
         | E::InvalidStorage { .. } => Code::Internal,
     }
 }

@@ -93,6 +93,9 @@ enum Command {
         /// Write the JSON report here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write a plot of throughput and ack latency over time here (SVG).
+        #[arg(long)]
+        svg: Option<PathBuf>,
         /// Leave out the baselines (the disk alone, and the transport to
         /// a `--sink` server), which need a server of its own.
         #[arg(long)]
@@ -191,6 +194,7 @@ fn main() -> ExitCode {
                 data_dir,
                 seed,
                 json,
+                svg,
                 no_baselines,
                 disk_sync_bytes,
                 python,
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
                     data_dir,
                     seed,
                     json,
+                    svg,
                     baselines: !no_baselines,
                     disk_sync_bytes: disk_sync_bytes.max(1),
                     python,

@@ -543,6 +543,10 @@ async fn load(url: Url, node_id: &str, name: &str) -> Result<(DeltaTable, WalPos
     let delta = deltalake::open_table(url)
         .await
         .map_err(|e| Error::delta(name, e))?;
+    // The last commit before a crash may have landed without its sync.
+    if let Some(version) = delta.version() {
+        crate::commit::sync_versions(name, &delta, version..=version).await?;
+    }
     let snapshot = delta.snapshot().map_err(|e| Error::delta(name, e))?;
     let committed = snapshot
         .transaction_version(delta.log_store().as_ref(), app_id(node_id, name))

@@ -1,7 +1,7 @@
 //! The committer: tail -> Parquet -> one Delta commit with a `txn` action.
 //!
-//! A commit takes the durable part of the tail, writes it as zstd Parquet
-//! files and commits them to Delta together with
+//! A commit takes the durable part of the tail, writes it as Parquet files
+//! (zstd by default, [`ParquetCompression`]) and commits them to Delta together with
 //! `txn { appId: "weir/<node>/<table>", version: <WAL position> }` in the
 //! same atomic log entry. The version says: every record of this table at or
 //! below this WAL position is in Delta. On restart the replay skips those
@@ -12,8 +12,14 @@
 //! first and then checkpoints and cleans up, and either can fail. Such an
 //! outcome is resolved by reading the table's `txn` watermark again before
 //! anything else is written, so a failed commit is never written twice.
+//!
+//! A landed commit's rows leave the tail (and so the WAL) only once its
+//! files are durable on the local disk ([`durable`]).
+
+mod durable;
 
 use std::future::IntoFuture;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,7 +35,7 @@ use parquet::schema::types::ColumnPath;
 use tracing::warn;
 use weir_wal::WalPosition;
 
-use crate::table::{Table, unshared};
+use crate::table::{ParquetCompression, Table, unshared};
 use crate::{Error, Result};
 
 /// What one commit did.
@@ -83,8 +89,15 @@ impl Table {
         let (delta, batches) = (DeltaTable::clone(&delta), unshared(batches));
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let started = Instant::now();
-        let level = ZstdLevel::try_new(self.config.zstd_level).unwrap_or_default();
-        let mut properties = WriterProperties::builder().set_compression(Compression::ZSTD(level));
+        let codec = match self.config.compression {
+            ParquetCompression::Zstd => {
+                Compression::ZSTD(ZstdLevel::try_new(self.config.zstd_level).unwrap_or_default())
+            }
+            ParquetCompression::Lz4 => Compression::LZ4_RAW,
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::Uncompressed => Compression::UNCOMPRESSED,
+        };
+        let mut properties = WriterProperties::builder().set_compression(codec);
         // Floating-point columns (measurements) rarely repeat: building a
         // dictionary for each until it overflows costs CPU for nothing.
         for field in batches[0].schema().fields() {
@@ -127,6 +140,12 @@ impl Table {
         let version = match written {
             Ok(committed) => {
                 let version = committed.version().unwrap_or_default();
+                if let Err(e) = sync_versions(&self.name, &committed, version..=version).await {
+                    // It landed but might not survive a power loss: the
+                    // next commit syncs it before the rows leave the tail.
+                    self.outcome_unknown.store(true, Ordering::Release);
+                    return Err(e);
+                }
                 self.finish_commit(committed, through);
                 version
             }
@@ -178,12 +197,47 @@ impl Table {
             })
             .map_err(|e| Error::delta(&self.name, e))?
             .map_or(WalPosition::ZERO, |v| WalPosition(v.max(0) as u64));
-        if watermark > self.state.lock().committed_through {
+        let (synced, committed_through) = {
+            let state = self.state.lock();
+            (state.delta.version(), state.committed_through)
+        };
+        if watermark > committed_through {
+            let versions = synced.map_or(0, |v| v + 1)..=latest.version().unwrap_or_default();
+            sync_versions(&self.name, &latest, versions).await?;
             self.finish_commit(latest, watermark);
         }
         self.outcome_unknown.store(false, Ordering::Release);
         Ok(watermark)
     }
+}
+
+/// Makes `versions` of the table `name` durable (see [`durable`]).
+pub(crate) async fn sync_versions(
+    name: &str,
+    delta: &DeltaTable,
+    versions: RangeInclusive<u64>,
+) -> Result<()> {
+    let url = delta.table_url().clone();
+    let root = std::path::PathBuf::from(url.path());
+    let synced = tokio::task::spawn_blocking(move || {
+        versions
+            .map(|v| durable::sync_version(&url, v))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    let error = match synced {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(stopped) => durable::SyncError {
+            path: root,
+            source: std::io::Error::other(format!("the sync stopped: {stopped}")),
+        },
+    };
+    Err(Error::Sync {
+        table: name.to_string(),
+        path: error.path,
+        source: error.source,
+    })
 }
 
 /// A hook around the Delta writes of a table, for tests that stall them.

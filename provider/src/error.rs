@@ -67,6 +67,15 @@ pub enum Error {
     /// Listing or deleting objects in the storage root failed.
     #[error("storage: {0}")]
     Storage(#[from] object_store::Error),
+
+    /// A committed file that could not be made durable (fsync); the rows
+    /// stay in the WAL until it can.
+    #[error("table {}: cannot make {} durable: {source}", Echo(.table), .path.display())]
+    Sync {
+        table: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// A storage location that is not a usable URL.
     #[error("invalid storage location {location:?}: {reason}")]
     InvalidStorage { location: String, reason: String },
@@ -89,6 +98,7 @@ impl Error {
             | Error::MalformedEntry { .. }
             | Error::Delta { .. }
             | Error::Storage(_)
+            | Error::Sync { .. }
             | Error::InvalidStorage { .. }
             | Error::ShuttingDown => false,
         }

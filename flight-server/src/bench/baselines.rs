@@ -44,8 +44,12 @@ pub(super) fn disk_baseline(
     }))
 }
 
+/// The freshness (seconds) of the deltalake baseline's micro-batches: a
+/// second, as such a script would run, and a tenth of one, nearer weir's.
+pub(super) const DELTALAKE_FRESHNESS_S: [f64; 2] = [1.0, 0.1];
+
 /// What a user would do without weir: the Python `deltalake` package
-/// appending the same rows in micro-batches of about a second
+/// appending the same rows in micro-batches of about `freshness_s`
 /// (`scripts/bench_deltalake.py`, run by `python`).
 pub(super) async fn deltalake_baseline(
     python: &Path,
@@ -53,6 +57,7 @@ pub(super) async fn deltalake_baseline(
     rows: &Rows,
     options: &Options,
     bytes_per_row: f64,
+    freshness_s: f64,
 ) -> Result<serde_json::Value, String> {
     const SCRIPT: &str = include_str!("../../../scripts/bench_deltalake.py");
     let file = dir.join("bench-rows.arrow");
@@ -71,7 +76,7 @@ pub(super) async fn deltalake_baseline(
     let script = dir.join("bench_deltalake.py");
     std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
     eprintln!(
-        "deltalake: appending micro-batches with {}",
+        "deltalake: appending micro-batches of about {freshness_s} s with {}",
         python.display()
     );
     let output = tokio::process::Command::new(python)
@@ -79,11 +84,13 @@ pub(super) async fn deltalake_baseline(
         .arg("--rows")
         .arg(&file)
         .arg("--table")
-        .arg(dir.join("deltalake-table"))
+        .arg(dir.join(format!("deltalake-table-{freshness_s}")))
         .arg("--duration")
         .arg(options.duration.as_secs_f64().to_string())
         .arg("--bytes-per-row")
         .arg(bytes_per_row.to_string())
+        .arg("--freshness")
+        .arg(freshness_s.to_string())
         .output()
         .await
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;

@@ -26,26 +26,30 @@
 //! a sync every `--disk-sync-bytes`); with `--python` (a Python with the
 //! `deltalake` package, `scripts/bench-setup`), what a user would do
 //! without weir: appending the same rows in micro-batches of about a
-//! second. `--rate` paces the producers, to measure ack latency below the
-//! maximum load.
+//! second, and of about a tenth of one. `--rate` paces the producers, to
+//! measure ack latency below the maximum load.
 //!
-//! A line of progress a second goes to stderr, the report to stdout, and
-//! with `--json PATH` a JSON report with the timeline.
+//! Progress goes to stderr (a bar on a terminal, else a line a second),
+//! the report to stdout; `--json PATH` writes a JSON report with the
+//! timelines of throughput and ack latency, `--svg PATH` a plot of them
+//! ([`plot`]).
 //!
 //! `--query` measures queries instead (see [`query`]).
 //!
 //! Here: the runs and their producers. The rows are in [`neowise`], the
 //! servers and scratch directories in [`server`], the disk and deltalake
-//! baselines in [`baselines`], what is printed in [`report`], the query
-//! benchmark in [`query`].
+//! baselines in [`baselines`], what is printed in [`report`], the plot in
+//! [`plot`], the query benchmark in [`query`].
 
 mod baselines;
 mod neowise;
+mod plot;
 mod query;
 mod report;
 mod server;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +61,7 @@ use bytes::Bytes;
 use serde_json::json;
 use weir_client::{Client, ConnectOptions, SqlClient, StreamOptions};
 
-use baselines::{deltalake_baseline, disk_baseline};
+use baselines::{DELTALAKE_FRESHNESS_S, deltalake_baseline, disk_baseline};
 use neowise::{Rng, Rows};
 use report::{percentile, print_report, print_side_by_side, unix_seconds};
 use server::{DataDir, OwnServer};
@@ -101,6 +105,8 @@ pub struct Options {
     pub seed: u64,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// Where to write the plot of throughput and latency over time (SVG).
+    pub svg: Option<PathBuf>,
     /// Also measure the disk and the transport alone (own server only).
     pub baselines: bool,
     /// The disk baseline's bytes between two syncs.
@@ -220,8 +226,11 @@ pub async fn run(options: Options) -> Result<bool, String> {
             .find(|r| r["input"] == "protobuf")
             .and_then(|r| r["bytes_per_row"].as_f64())
             .unwrap_or(0.0);
-        baselines
-            .push(deltalake_baseline(python, &dir.path, &rows, &options, bytes_per_row).await?);
+        for freshness in DELTALAKE_FRESHNESS_S {
+            let baseline =
+                deltalake_baseline(python, &dir.path, &rows, &options, bytes_per_row, freshness);
+            baselines.push(baseline.await?);
+        }
     }
     drop(scratch);
     print_side_by_side(&reports, &baselines);
@@ -255,6 +264,10 @@ pub async fn run(options: Options) -> Result<bool, String> {
             serde_json::to_string_pretty(&report).unwrap_or_default(),
         )
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &options.svg {
+        std::fs::write(path, plot::svg(&report))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(ok)
 }
@@ -359,7 +372,6 @@ async fn run_one(
             requests,
             rows_each,
             acked,
-            warm,
             stop,
             pace,
             streams: options.streams,
@@ -377,8 +389,8 @@ async fn run_one(
             stop,
         ))
     });
-    // Progress once a second, and what was acked when the window opens
-    // and closes.
+    // Progress once a second (a bar on a terminal), and what was acked
+    // when the window opens and closes.
     let snapshot = || {
         (
             acked.bytes.load(Ordering::Relaxed),
@@ -390,6 +402,8 @@ async fn run_one(
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     ticks.tick().await;
     let mut last = (0u64, Instant::now());
+    let bar = std::io::stderr().is_terminal();
+    let length = (stop - begin).as_secs_f64();
     let at_stop = loop {
         let now = tokio::select! {
             biased;
@@ -406,23 +420,60 @@ async fn run_one(
         let t = (now - begin).as_secs_f64();
         timeline
             .push(json!({"t_s": t, "acked_bytes": bytes, "acked_rows": rows, "mb_per_s": rate}));
-        eprintln!(
+        let line = format!(
             "{} {t:5.1} s {rate:8.1} MB/s {rows:>12} rows acked",
             input.name()
         );
+        if bar {
+            // Twenty cells of the run's length, redrawn in place.
+            let done = ((t / length).clamp(0.0, 1.0) * 20.0).round() as usize;
+            eprint!(
+                "\r\x1b[2K[{}{}] {line}",
+                "#".repeat(done),
+                ".".repeat(20 - done)
+            );
+            let _ = std::io::stderr().flush();
+        } else {
+            eprintln!("{line}");
+        }
     };
+    if bar {
+        eprintln!();
+    }
     let at_warm = at_warm.unwrap_or_default();
     let committed = server.map(|s| s.committed(&table));
 
+    // Ack latencies in the window, and by the second they were sent.
     let mut latencies = Vec::new();
+    let mut by_second: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut total_rows = 0;
     for producer in producers {
         let done = producer
             .await
             .map_err(|e| format!("a producer stopped: {e}"))??;
-        latencies.extend(done.latencies_us);
+        for (sent, latency_us) in done.latencies {
+            if sent >= warm && sent < stop {
+                latencies.push(latency_us);
+            }
+            by_second
+                .entry((sent - begin).as_secs())
+                .or_default()
+                .push(latency_us);
+        }
         total_rows += done.rows;
     }
+    let latency_timeline: Vec<serde_json::Value> = by_second
+        .into_iter()
+        .map(|(second, mut samples)| {
+            samples.sort_unstable();
+            json!({
+                "t_s": second + 1,
+                "p50": percentile(&samples, 0.5),
+                "p99": percentile(&samples, 0.99),
+                "samples": samples.len(),
+            })
+        })
+        .collect();
     let freshness = match freshness {
         Some(task) => task
             .await
@@ -464,14 +515,15 @@ async fn run_one(
         "committed": committed,
         "check": check,
         "timeline": timeline,
+        "latency_timeline": latency_timeline,
     }))
 }
 
 /// What one producer did.
 struct Produced {
     rows: u64,
-    /// Ack latencies inside the measured window, in microseconds.
-    latencies_us: Vec<u64>,
+    /// Each request's send and its ack latency in microseconds.
+    latencies: Vec<(Instant, u64)>,
 }
 
 /// One producer's share of a run.
@@ -483,7 +535,6 @@ struct Work {
     /// Rows in each request.
     rows_each: u64,
     acked: Arc<Acked>,
-    warm: Instant,
     stop: Instant,
     /// The time between two sends, when the load is paced.
     pace: Option<Duration>,
@@ -502,7 +553,6 @@ async fn produce(
         requests,
         rows_each,
         acked,
-        warm,
         stop,
         pace,
         streams,
@@ -519,7 +569,7 @@ async fn produce(
     let mut pending: VecDeque<(i64, Instant, u64)> = VecDeque::new();
     let mut produced = Produced {
         rows: 0,
-        latencies_us: Vec::new(),
+        latencies: Vec::new(),
     };
     let mut observe = |ack: weir_client::Ack, pending: &mut VecDeque<(i64, Instant, u64)>| {
         let now = Instant::now();
@@ -531,11 +581,8 @@ async fn produce(
             acked.rows.fetch_add(rows_each, Ordering::Relaxed);
             acked.bytes.fetch_add(bytes, Ordering::Relaxed);
             produced.rows += rows_each;
-            if sent >= warm && sent < stop {
-                produced
-                    .latencies_us
-                    .push(u64::try_from((now - sent).as_micros()).unwrap_or(u64::MAX));
-            }
+            let latency_us = u64::try_from((now - sent).as_micros()).unwrap_or(u64::MAX);
+            produced.latencies.push((sent, latency_us));
         }
     };
     // Paced streams start spread over one interval, not all at once.

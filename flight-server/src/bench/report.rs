@@ -41,7 +41,10 @@ pub(super) fn print_side_by_side(runs: &[serde_json::Value], baselines: &[serde_
                     "disk, sync every {} MiB",
                     baseline["sync_every_bytes"].as_u64().unwrap_or(0) >> 20
                 ),
-                Some("deltalake") => "Python deltalake, ~1 s micro-batches".to_string(),
+                Some("deltalake") => format!(
+                    "Python deltalake, ~{} s batches",
+                    baseline["freshness_target_s"].as_f64().unwrap_or(1.0)
+                ),
                 _ => format!("transport (sink), {input}"),
             };
             let ratio = mb(run) / mb(baseline).max(f64::MIN_POSITIVE);

@@ -10,6 +10,7 @@ use crate::process::WEIR;
 fn bench_runs_both_inputs_and_checks_the_table_holds_what_was_acked() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
+    let plot = dir.path().join("report.svg");
     let output = Command::new(WEIR)
         .args([
             "bench",
@@ -26,12 +27,25 @@ fn bench_runs_both_inputs_and_checks_the_table_holds_what_was_acked() {
         .arg(dir.path().join("data"))
         .arg("--json")
         .arg(&report)
+        .arg("--svg")
+        .arg(&plot)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("MB/s"), "progress lines: {stderr}");
+    // The plot: a throughput line and two latency lines (p50, p99) for
+    // each of the four runs, weir's and the transport's of each input.
+    let plot = std::fs::read_to_string(&plot).unwrap();
+    assert!(plot.starts_with("<svg"), "{plot}");
+    assert_eq!(plot.matches("<polyline").count(), 4 * 3, "{plot}");
+    for label in ["weir, protobuf", "weir, arrow p99", "transport, arrow p50"] {
+        assert!(
+            plot.contains(&format!(">{label}</text>")),
+            "{label}: {plot}"
+        );
+    }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(report["streams"], 3);
@@ -57,6 +71,23 @@ fn bench_runs_both_inputs_and_checks_the_table_holds_what_was_acked() {
         );
         assert_eq!(run["freshness"]["short_counts"], 0, "{run}");
         assert!(!run["timeline"].as_array().unwrap().is_empty());
+        // Latency by the second a request was sent, every ack counted.
+        let by_second = run["latency_timeline"].as_array().unwrap();
+        let samples: u64 = by_second
+            .iter()
+            .map(|s| s["samples"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            samples * 200,
+            check["acked_rows"].as_u64().unwrap(),
+            "{run}"
+        );
+        assert!(samples >= latency["samples"].as_u64().unwrap(), "{run}");
+        assert!(
+            by_second
+                .iter()
+                .all(|s| s["p99"].as_f64() >= s["p50"].as_f64())
+        );
     }
     // The baselines: the transport to a sink for each input, and the disk.
     let baselines = report["baselines"].as_array().unwrap();

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use weir_wal::WalConfig;
 
 use super::WriteHook;
-use crate::{Catalog, Table, TableConfig};
+use crate::{Catalog, ParquetCompression, Table, TableConfig};
 
 /// Stalls a Delta write before it writes anything, or after its commit
 /// landed: a store that stops answering.
@@ -47,14 +47,21 @@ impl CustomExecuteHandler for Stall {
     }
 }
 
-async fn table(dir: &std::path::Path) -> (Arc<Catalog>, Arc<Table>) {
-    let root = url::Url::from_directory_path(dir.join("tables")).unwrap();
-    // Only the test commits.
-    let config = TableConfig {
+/// Only the test commits; a commit taking 2 s times out.
+fn test_config() -> TableConfig {
+    TableConfig {
         commit_timeout: Duration::from_secs(2),
         commit_interval: Duration::from_secs(3600),
         ..TableConfig::for_tests()
-    };
+    }
+}
+
+async fn table(dir: &std::path::Path) -> (Arc<Catalog>, Arc<Table>) {
+    table_with(dir, test_config()).await
+}
+
+async fn table_with(dir: &std::path::Path, config: TableConfig) -> (Arc<Catalog>, Arc<Table>) {
+    let root = url::Url::from_directory_path(dir.join("tables")).unwrap();
     let (catalog, _) = Catalog::open(
         root,
         "node".into(),
@@ -151,4 +158,110 @@ async fn a_commit_that_lands_and_then_hangs_is_not_written_again() {
     table.commit().await.unwrap();
     assert_eq!(delta_rows(dir.path()).await, 30, "no row written twice");
     catalog.shutdown().await.unwrap();
+}
+
+/// After a commit lands, moves the table's Parquet files aside: the sync
+/// that follows cannot find them, as a failing disk would refuse them.
+struct HideFiles {
+    dir: std::path::PathBuf,
+}
+
+#[async_trait]
+impl CustomExecuteHandler for HideFiles {
+    async fn pre_execute(&self, _: &LogStoreRef, _: Uuid) -> DeltaResult<()> {
+        Ok(())
+    }
+
+    async fn post_execute(&self, _: &LogStoreRef, _: Uuid) -> DeltaResult<()> {
+        for file in parquet_files(&self.dir) {
+            std::fs::rename(&file, file.with_extension("away")).unwrap();
+        }
+        Ok(())
+    }
+
+    async fn before_post_commit_hook(&self, _: &LogStoreRef, _: bool, _: Uuid) -> DeltaResult<()> {
+        Ok(())
+    }
+
+    async fn after_post_commit_hook(&self, _: &LogStoreRef, _: bool, _: Uuid) -> DeltaResult<()> {
+        Ok(())
+    }
+}
+
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_landed_commit_whose_files_cannot_be_synced_keeps_its_rows_in_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, table) = table(dir.path()).await;
+    let root = dir.path().join("tables/t");
+    push(&table, 0..10).await;
+    let needed = table.wal_needed_after();
+    *table.write_hook.lock() = Some(WriteHook(Arc::new(HideFiles { dir: root.clone() })));
+    let err = table.commit().await.unwrap_err().to_string();
+    assert!(
+        err.contains("cannot make") && err.contains(".parquet"),
+        "{err}"
+    );
+    assert_eq!(tail_rows(&table), 10, "the rows stay in the tail");
+    assert_eq!(table.wal_needed_after(), needed, "and in the WAL");
+    // The next attempt syncs the landed version first: still failing, the
+    // rows still wait.
+    *table.write_hook.lock() = None;
+    assert!(table.commit().await.is_err());
+    assert_eq!(tail_rows(&table), 10);
+
+    // The files back: the version is synced and counted as committed,
+    // nothing is written twice.
+    for file in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        if file.extension().is_some_and(|e| e == "away") {
+            std::fs::rename(&file, file.with_extension("parquet")).unwrap();
+        }
+    }
+    assert_eq!(table.commit().await.unwrap(), None);
+    assert_eq!(tail_rows(&table), 0);
+    assert!(table.wal_needed_after() > needed);
+    assert_eq!(delta_rows(dir.path()).await, 10);
+    catalog.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parquet_files_are_written_with_the_configured_codec() {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    for (compression, expected) in [
+        (
+            ParquetCompression::Zstd,
+            Compression::ZSTD(ZstdLevel::try_new(1).unwrap()),
+        ),
+        (ParquetCompression::Lz4, Compression::LZ4_RAW),
+        (ParquetCompression::Uncompressed, Compression::UNCOMPRESSED),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TableConfig {
+            compression,
+            ..test_config()
+        };
+        let (catalog, table) = table_with(dir.path(), config).await;
+        push(&table, 0..1000).await;
+        table.commit().await.unwrap().unwrap();
+        let files = parquet_files(&dir.path().join("tables/t"));
+        assert_eq!(files.len(), 1, "{files:?}");
+        let reader = SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+        let chunk = reader.metadata().row_group(0).column(0).compression();
+        // The level is not stored in the file: ZSTD is ZSTD.
+        assert_eq!(
+            std::mem::discriminant(&chunk),
+            std::mem::discriminant(&expected),
+            "{compression:?}: {chunk:?}"
+        );
+        assert_eq!(delta_rows(dir.path()).await, 1000);
+        catalog.shutdown().await.unwrap();
+    }
 }
