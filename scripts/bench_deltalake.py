@@ -2,9 +2,9 @@
 rows to a Delta table in micro-batches with the `deltalake` package, at a
 given freshness (one second by default).
 
-The micro-batch is the largest that one append writes in about the
-freshness (rows double until an append takes 0.8 of it or more, up to
-about 1 GB); the producers are taken to be infinitely fast, so a row
+The micro-batch is the largest that one append writes within the
+freshness (rows halve while an append takes longer, then double while it
+takes under 0.8 of it, up to about 1 GB); the producers are taken to be infinitely fast, so a row
 waits for the append in progress and then its own: its freshness is at
 most two appends. Prints one JSON object.
 
@@ -41,10 +41,16 @@ def main():
         return time.monotonic() - started
 
     size = min(rows.num_rows, 10_000)
-    while True:
+    took = append(batch(size))
+    # Halve while an append takes longer than the freshness allows...
+    while took > args.freshness and size > 100:
+        size //= 2
         took = append(batch(size))
-        # At most about 1 GB a micro-batch, held in memory.
-        if took >= 0.8 * args.freshness or size * args.bytes_per_row >= 1e9:
+    # ...or double while it takes under 0.8 of it (at most about 1 GB, in
+    # memory), keeping the last size within the freshness.
+    while took < 0.8 * args.freshness and size * args.bytes_per_row < 1e9:
+        took = append(batch(size * 2))
+        if took > args.freshness:
             break
         size *= 2
     micro = batch(size)

@@ -223,6 +223,9 @@ impl Catalog {
             )
             .await
             .map_err(|e| Error::delta(name, e))?;
+        // Its first commit's rows leave the WAL once that commit is synced:
+        // by then the table itself must be on the disk too.
+        crate::commit::sync_versions(name, &delta, 0..=0).await?;
         let table = Arc::new(self.table_from_delta(name, delta, WalPosition::ZERO)?);
         self.tables
             .write()

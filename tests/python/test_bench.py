@@ -3,18 +3,19 @@ deltalake package appending the same rows at two freshnesses, runs beside
 weir and lands in the report."""
 
 import json
-import os
 import subprocess
 import sys
 
 import deltalake  # noqa: F401  (the baseline needs it in this Python)
+
+from conftest import WEIR
 
 
 def test_bench_runs_the_deltalake_baseline_at_two_freshnesses(tmp_path):
     report = tmp_path / "report.json"
     done = subprocess.run(
         [
-            os.environ["WEIR_BIN"],
+            WEIR,
             "bench",
             "--streams", "2",
             "--duration", "1",

@@ -40,7 +40,8 @@ impl Scale {
     /// A linear axis from 0 to a round number at or above `max`, with
     /// about five steps of 1, 2 or 5 times a power of ten.
     fn linear(max: f64) -> Scale {
-        let max = if max.is_finite() && max > 0.0 {
+        // Positive and far from overflow (a step times its count).
+        let max = if (f64::MIN_POSITIVE..1e300).contains(&max) {
             max
         } else {
             1.0

@@ -163,9 +163,11 @@ async fn a_wal_tail_larger_than_the_budget_replays_within_it() {
     // Holding the WAL tail would take more than 200 MB (and twice that
     // with the decoded rows); replay within the budgets needs the budgets,
     // one segment and a commit's buffers, whatever the WAL's size (about
-    // 75 MiB over an empty server here, for 100 MB and for 200 MB of WAL).
+    // 75 MiB over an empty server here, for 100 MB and for 200 MB of WAL;
+    // 76-87 MiB since commits sync their files, once 129 MiB with the
+    // machine busy: the blocking threads' allocator arenas).
     assert!(
-        peak < baseline + (120 << 20),
+        peak < baseline + (160 << 20),
         "peak RSS {} MiB during replay, baseline {} MiB",
         peak >> 20,
         baseline >> 20

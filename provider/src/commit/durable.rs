@@ -7,8 +7,10 @@
 //! could lose acknowledged rows, or leave a log entry naming a file that
 //! never reached the disk. Each landed version is therefore synced, its
 //! data files, its log entry, a checkpoint of it if one was written and
-//! the directories that name them, before its rows leave the tail. Other
-//! object stores are durable once a write returns: nothing to do.
+//! the directories that name them up to the one that names the table,
+//! before its rows leave the tail; a table's first version (its schema)
+//! is synced when it is created. Other object stores are durable once a
+//! write returns: nothing to do.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -54,11 +56,18 @@ pub(crate) fn sync_version(table: &Url, version: u64) -> Result<Vec<PathBuf>, Sy
             files.push(checkpoint);
         }
     }
-    let directories: BTreeSet<PathBuf> = files
-        .iter()
-        .filter_map(|f| f.parent().map(Path::to_path_buf))
-        .chain([root])
-        .collect();
+    // Every directory from each file up to the table's root, and the
+    // directory that names the table.
+    let mut directories = BTreeSet::new();
+    for file in &files {
+        let mut dir = file.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(&root) && *d != root) {
+            directories.insert(d.to_path_buf());
+            dir = d.parent();
+        }
+    }
+    directories.extend(root.parent().map(Path::to_path_buf));
+    directories.insert(root);
     for path in files.iter().chain(&directories) {
         File::open(path)
             .and_then(|f| f.sync_all())
@@ -143,6 +152,7 @@ mod tests {
             entry.clone(),
             root.join("_delta_log"),
             root.clone(),
+            dir.path().to_path_buf(),
         ]
         .into_iter()
         .collect();
