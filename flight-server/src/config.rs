@@ -134,31 +134,9 @@ pub struct CommitSection {
     /// A commit that takes longer fails and is retried.
     pub timeout_ms: u64,
     /// The codec of the Parquet files.
-    pub compression: Compression,
+    pub compression: ParquetCompression,
     /// zstd level of the Parquet files.
     pub zstd_level: i32,
-}
-
-/// `commit.compression` in the config file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Compression {
-    #[default]
-    Zstd,
-    Lz4,
-    Snappy,
-    None,
-}
-
-impl From<Compression> for ParquetCompression {
-    fn from(c: Compression) -> Self {
-        match c {
-            Compression::Zstd => ParquetCompression::Zstd,
-            Compression::Lz4 => ParquetCompression::Lz4,
-            Compression::Snappy => ParquetCompression::Snappy,
-            Compression::None => ParquetCompression::Uncompressed,
-        }
-    }
 }
 
 /// `[limits]` in the config file: what one request, all streams, the
@@ -292,12 +270,7 @@ impl From<&TableConfig> for CommitSection {
             target_bytes: t.commit_target_bytes,
             checkpoint_interval: t.checkpoint_interval,
             timeout_ms: u64::try_from(t.commit_timeout.as_millis()).unwrap_or(u64::MAX),
-            compression: match t.compression {
-                ParquetCompression::Zstd => Compression::Zstd,
-                ParquetCompression::Lz4 => Compression::Lz4,
-                ParquetCompression::Snappy => Compression::Snappy,
-                ParquetCompression::Uncompressed => Compression::None,
-            },
+            compression: t.compression,
             zstd_level: t.zstd_level,
         }
     }
@@ -367,7 +340,7 @@ impl Config {
             all_tails_budget_bytes: self.limits.all_tails_budget_bytes,
             checkpoint_interval: self.commit.checkpoint_interval,
             commit_timeout: Duration::from_millis(self.commit.timeout_ms),
-            compression: self.commit.compression.into(),
+            compression: self.commit.compression,
             zstd_level: self.commit.zstd_level,
         }
     }

@@ -56,12 +56,16 @@ pub struct TableConfig {
 /// quarter larger (NEOWISE rows: 13% more ingest at 64 streams, 8% fewer
 /// CPU seconds a GB, BENCHMARKS.md) and needs a reader of Parquet's
 /// `LZ4_RAW` (Spark 3.3 or later, DuckDB, pyarrow, delta-rs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Named in the config file as `"zstd"`, `"lz4"`, `"snappy"` or `"none"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ParquetCompression {
     #[default]
     Zstd,
     Lz4,
     Snappy,
+    #[serde(rename = "none")]
     Uncompressed,
 }
 
