@@ -280,6 +280,12 @@ fn main() -> ExitCode {
     })
 }
 
+/// What `weir serve` logs without `RUST_LOG`: weir's own events, and only
+/// warnings and errors of the libraries under it (the Delta kernel logs
+/// each commit's snapshot, schema and all, at info: about 40 KB a commit
+/// of a 144-column table).
+const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn";
+
 async fn serve(
     listen: Option<std::net::SocketAddr>,
     data_dir: Option<PathBuf>,
@@ -289,7 +295,7 @@ async fn serve(
 ) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -17,6 +17,7 @@
 //! files are durable on the local disk ([`durable`]).
 
 mod durable;
+mod properties;
 
 use std::future::IntoFuture;
 use std::ops::RangeInclusive;
@@ -29,13 +30,10 @@ use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 use tracing::warn;
 use weir_wal::WalPosition;
 
-use crate::table::{ParquetCompression, Table, unshared};
+use crate::table::{Table, unshared};
 use crate::{Error, Result};
 
 /// What one commit did.
@@ -89,24 +87,7 @@ impl Table {
         let (delta, batches) = (DeltaTable::clone(&delta), unshared(batches));
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let started = Instant::now();
-        let codec = match self.config.compression {
-            ParquetCompression::Zstd => {
-                Compression::ZSTD(ZstdLevel::try_new(self.config.zstd_level).unwrap_or_default())
-            }
-            ParquetCompression::Lz4 => Compression::LZ4_RAW,
-            ParquetCompression::Snappy => Compression::SNAPPY,
-            ParquetCompression::Uncompressed => Compression::UNCOMPRESSED,
-        };
-        let mut properties = WriterProperties::builder().set_compression(codec);
-        // Floating-point columns (measurements) rarely repeat: building a
-        // dictionary for each until it overflows costs CPU for nothing.
-        for field in batches[0].schema().fields() {
-            if field.data_type().is_floating() {
-                properties = properties
-                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
-            }
-        }
-        let properties = properties.build();
+        let properties = properties::writer_properties(&self.config, &batches);
         let version = i64::try_from(through.get()).unwrap_or(i64::MAX);
         // The node's watermark and each named stream's offset, atomically
         // with the rows they cover.

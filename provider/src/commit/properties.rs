@@ -1,0 +1,187 @@
+//! How a commit's Parquet is written: the codec, and which columns get a
+//! dictionary.
+//!
+//! Parquet starts every column chunk with a dictionary and falls back to
+//! plain values once the dictionary outgrows its page (1 MiB). Interning
+//! each value costs a hash and a probe: worth it for a column of few
+//! distinct values (flags, codes, names), wasted on identifiers and
+//! measurements, which overflow anyway. So each commit samples its rows
+//! and keeps the dictionary only for the columns whose sample repeats.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+
+use crate::table::{ParquetCompression, TableConfig};
+
+/// Values sampled per column, spread over the commit's batches.
+const SAMPLE_ROWS: usize = 1024;
+
+/// Batches the sample is drawn from (evenly spaced), so that one
+/// producer's request does not stand for all.
+const SAMPLE_BATCHES: usize = 8;
+
+/// A column keeps its dictionary when at most this share of its sampled
+/// values are distinct (1 in 4).
+const DISTINCT_SHARE_FOR_DICTIONARY: usize = 4;
+
+/// The Parquet writer settings for a commit of `batches` (all of one
+/// schema, not empty).
+pub(super) fn writer_properties(config: &TableConfig, batches: &[RecordBatch]) -> WriterProperties {
+    let codec = match config.compression {
+        ParquetCompression::Zstd => {
+            Compression::ZSTD(ZstdLevel::try_new(config.zstd_level).unwrap_or_default())
+        }
+        ParquetCompression::Lz4 => Compression::LZ4_RAW,
+        ParquetCompression::Snappy => Compression::SNAPPY,
+        ParquetCompression::Uncompressed => Compression::UNCOMPRESSED,
+    };
+    let mut properties = WriterProperties::builder().set_compression(codec);
+    let Some(first) = batches.first() else {
+        return properties.build();
+    };
+    for (index, field) in first.schema().fields().iter().enumerate() {
+        properties = properties.set_column_dictionary_enabled(
+            ColumnPath::from(field.name().as_str()),
+            repeats(batches, index),
+        );
+    }
+    properties.build()
+}
+
+/// Whether the sampled values of column `index` repeat enough for a
+/// dictionary to pay. Floating-point columns (measurements) never do;
+/// columns of types the sample does not read keep Parquet's default.
+fn repeats(batches: &[RecordBatch], index: usize) -> bool {
+    let data_type = batches[0].schema().field(index).data_type().clone();
+    if data_type.is_floating() {
+        return false;
+    }
+    let step = batches.len().div_ceil(SAMPLE_BATCHES).max(1);
+    let per_batch = SAMPLE_ROWS / batches.len().min(SAMPLE_BATCHES);
+    let hasher = RandomState::new();
+    let mut distinct = HashSet::new();
+    let mut sampled = 0usize;
+    for batch in batches.iter().step_by(step) {
+        let column = batch.column(index);
+        let rows = column.len().min(per_batch);
+        let counted = match sample(column.as_ref(), rows, &hasher, &mut distinct) {
+            Some(counted) => counted,
+            None => return true,
+        };
+        sampled += counted;
+    }
+    sampled == 0 || distinct.len() * DISTINCT_SHARE_FOR_DICTIONARY <= sampled
+}
+
+/// Adds the hashes of the first `rows` non-null values of `column` to
+/// `distinct`; the number of values read, or `None` for a type it does not
+/// read.
+fn sample(
+    column: &dyn Array,
+    rows: usize,
+    hasher: &RandomState,
+    distinct: &mut HashSet<u64>,
+) -> Option<usize> {
+    let valid = (0..rows).filter(|&i| column.is_valid(i));
+    let mut read = 0;
+    let mut add = |bytes: &[u8]| {
+        read += 1;
+        distinct.insert(hasher.hash_one(bytes));
+    };
+    match column.data_type() {
+        DataType::Utf8 => valid.for_each(|i| add(column.as_string::<i32>().value(i).as_bytes())),
+        DataType::LargeUtf8 => {
+            valid.for_each(|i| add(column.as_string::<i64>().value(i).as_bytes()))
+        }
+        DataType::Utf8View => valid.for_each(|i| add(column.as_string_view().value(i).as_bytes())),
+        DataType::Binary => valid.for_each(|i| add(column.as_binary::<i32>().value(i))),
+        DataType::LargeBinary => valid.for_each(|i| add(column.as_binary::<i64>().value(i))),
+        DataType::BinaryView => valid.for_each(|i| add(column.as_binary_view().value(i))),
+        DataType::FixedSizeBinary(_) => {
+            valid.for_each(|i| add(column.as_fixed_size_binary().value(i)))
+        }
+        other => {
+            let width = other.primitive_width()?;
+            let data = column.to_data();
+            let values = data.buffers().first()?.as_slice();
+            let start = data.offset() * width;
+            valid.for_each(|i| {
+                if let Some(bytes) = values.get(start + i * width..start + (i + 1) * width) {
+                    add(bytes);
+                }
+            });
+        }
+    }
+    Some(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn batch(offset: i64) -> RecordBatch {
+        let rows = 500;
+        let schema = Schema::new(vec![
+            Field::new("flag", DataType::Int64, true),
+            Field::new("id", DataType::Int64, false),
+            Field::new("band", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("mag", DataType::Float64, false),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from_iter(
+                    (0..rows).map(|i| (i % 5 != 0).then_some(i % 3)),
+                )),
+                Arc::new(Int64Array::from_iter_values((0..rows).map(|i| offset + i))),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| ["w1", "w2"][i as usize % 2]),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("J{:08}", offset + i)),
+                )),
+                Arc::new(Float64Array::from_iter_values((0..rows).map(|i| 1.0))),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_columns_whose_sample_repeats_keep_a_dictionary() {
+        let batches: Vec<_> = (0..20).map(|b| batch(b * 500)).collect();
+        let properties = writer_properties(&TableConfig::for_tests(), &batches);
+        let dictionary = |name: &str| properties.dictionary_enabled(&ColumnPath::from(name));
+        assert!(dictionary("flag"), "few distinct values, some null");
+        assert!(!dictionary("id"), "every value distinct");
+        assert!(dictionary("band"));
+        assert!(!dictionary("name"));
+        assert!(!dictionary("mag"), "floating point, even though it repeats");
+    }
+
+    #[test]
+    fn a_sliced_column_is_sampled_from_its_own_rows() {
+        // The first half of `code` repeats one value, the second half is all
+        // distinct: sliced to its second half, it gets no dictionary.
+        let code = Int64Array::from_iter_values((0..500).map(|i| if i < 250 { 7 } else { i }));
+        let schema = Schema::new(vec![Field::new("code", DataType::Int64, false)]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(code)]).unwrap();
+        let dictionary = |batch: RecordBatch| {
+            writer_properties(&TableConfig::for_tests(), &[batch])
+                .dictionary_enabled(&ColumnPath::from("code"))
+        };
+        assert!(!dictionary(batch.slice(250, 250)));
+        assert!(dictionary(batch.slice(0, 250)));
+    }
+}
