@@ -152,7 +152,7 @@ mod tests {
                 Arc::new(StringArray::from_iter_values(
                     (0..rows).map(|i| format!("J{:08}", offset + i)),
                 )),
-                Arc::new(Float64Array::from_iter_values((0..rows).map(|i| 1.0))),
+                Arc::new(Float64Array::from_iter_values((0..rows).map(|_| 1.0))),
             ],
         )
         .unwrap()
