@@ -9,17 +9,17 @@
 //! and keeps the dictionary only for the columns whose sample repeats.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::array::{Array, RecordBatch};
+use arrow::row::{RowConverter, SortField};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use crate::table::{ParquetCompression, TableConfig};
 
-/// Values sampled per column, spread over the commit's batches.
+/// Values sampled per column (nulls left out), spread over the commit's
+/// batches.
 const SAMPLE_ROWS: usize = 1024;
 
 /// Batches the sample is drawn from (evenly spaced), so that one
@@ -56,69 +56,34 @@ pub(super) fn writer_properties(config: &TableConfig, batches: &[RecordBatch]) -
 
 /// Whether the sampled values of column `index` repeat enough for a
 /// dictionary to pay. Floating-point columns (measurements) never do;
-/// columns of types the sample does not read keep Parquet's default.
+/// columns of types Arrow's row format does not take keep Parquet's
+/// default.
 fn repeats(batches: &[RecordBatch], index: usize) -> bool {
     let data_type = batches[0].schema().field(index).data_type().clone();
     if data_type.is_floating() {
         return false;
     }
-    let step = batches.len().div_ceil(SAMPLE_BATCHES).max(1);
-    let per_batch = SAMPLE_ROWS / batches.len().min(SAMPLE_BATCHES);
-    let hasher = RandomState::new();
+    let Ok(converter) = RowConverter::new(vec![SortField::new(data_type)]) else {
+        return true;
+    };
+    let step = batches.len().div_ceil(SAMPLE_BATCHES);
+    let per_batch = SAMPLE_ROWS / batches.len().div_ceil(step);
     let mut distinct = HashSet::new();
     let mut sampled = 0usize;
     for batch in batches.iter().step_by(step) {
         let column = batch.column(index);
-        let rows = column.len().min(per_batch);
-        let counted = match sample(column.as_ref(), rows, &hasher, &mut distinct) {
-            Some(counted) => counted,
-            None => return true,
+        let taken = column.slice(0, column.len().min(per_batch));
+        let Ok(rows) = converter.convert_columns(std::slice::from_ref(&taken)) else {
+            return true;
         };
-        sampled += counted;
+        for (i, row) in rows.iter().enumerate() {
+            if taken.is_valid(i) {
+                sampled += 1;
+                distinct.insert(row.owned());
+            }
+        }
     }
     sampled == 0 || distinct.len() * DISTINCT_SHARE_FOR_DICTIONARY <= sampled
-}
-
-/// Adds the hashes of the first `rows` non-null values of `column` to
-/// `distinct`; the number of values read, or `None` for a type it does not
-/// read.
-fn sample(
-    column: &dyn Array,
-    rows: usize,
-    hasher: &RandomState,
-    distinct: &mut HashSet<u64>,
-) -> Option<usize> {
-    let valid = (0..rows).filter(|&i| column.is_valid(i));
-    let mut read = 0;
-    let mut add = |bytes: &[u8]| {
-        read += 1;
-        distinct.insert(hasher.hash_one(bytes));
-    };
-    match column.data_type() {
-        DataType::Utf8 => valid.for_each(|i| add(column.as_string::<i32>().value(i).as_bytes())),
-        DataType::LargeUtf8 => {
-            valid.for_each(|i| add(column.as_string::<i64>().value(i).as_bytes()))
-        }
-        DataType::Utf8View => valid.for_each(|i| add(column.as_string_view().value(i).as_bytes())),
-        DataType::Binary => valid.for_each(|i| add(column.as_binary::<i32>().value(i))),
-        DataType::LargeBinary => valid.for_each(|i| add(column.as_binary::<i64>().value(i))),
-        DataType::BinaryView => valid.for_each(|i| add(column.as_binary_view().value(i))),
-        DataType::FixedSizeBinary(_) => {
-            valid.for_each(|i| add(column.as_fixed_size_binary().value(i)))
-        }
-        other => {
-            let width = other.primitive_width()?;
-            let data = column.to_data();
-            let values = data.buffers().first()?.as_slice();
-            let start = data.offset() * width;
-            valid.for_each(|i| {
-                if let Some(bytes) = values.get(start + i * width..start + (i + 1) * width) {
-                    add(bytes);
-                }
-            });
-        }
-    }
-    Some(read)
 }
 
 #[cfg(test)]
@@ -126,7 +91,7 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Float64Array, Int64Array, StringArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
 
