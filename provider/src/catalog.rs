@@ -16,6 +16,7 @@ use url::Url;
 use weir_wal::{Wal, WalConfig, WalPosition, WalRecord};
 
 use crate::budget::TailBudget;
+use crate::local_store::LocalStore;
 use crate::streams::{StreamMark, StreamName};
 use crate::table::{Table, TableConfig, app_id};
 use crate::{Error, Result, entry, schema};
@@ -211,7 +212,7 @@ impl Catalog {
         }
         // Built without loading: loading a location with no table yet makes
         // the Delta kernel log an error, and there is nothing to load.
-        let delta = deltalake::DeltaTableBuilder::from_url(url)
+        let delta = delta_builder(url)
             .and_then(|builder| builder.build())
             .map_err(|e| Error::delta(name, e))?
             .create()
@@ -543,7 +544,9 @@ impl Catalog {
 /// Opens the Delta table at `url` and reads the node's `txn` watermark.
 async fn load(url: Url, node_id: &str, name: &str) -> Result<(DeltaTable, WalPosition)> {
     let started = Instant::now();
-    let delta = deltalake::open_table(url)
+    let delta = delta_builder(url)
+        .map_err(|e| Error::delta(name, e))?
+        .load()
         .await
         .map_err(|e| Error::delta(name, e))?;
     // The last commit before a crash may have landed without its sync.
@@ -588,6 +591,18 @@ async fn has_delta_log(url: &Url) -> Result<bool> {
         .common_prefixes
         .iter()
         .any(|p| p.filename() == Some("_delta_log")))
+}
+
+/// A builder for the Delta table at `url`: on a [`LocalStore`] if the
+/// table is on the local disk, so that its commits reach the disk a part
+/// at a time.
+fn delta_builder(url: Url) -> deltalake::DeltaResult<deltalake::DeltaTableBuilder> {
+    let builder = deltalake::DeltaTableBuilder::from_url(url.clone())?;
+    Ok(if url.scheme() == "file" {
+        builder.with_storage_backend(Arc::new(LocalStore::new()), url)
+    } else {
+        builder
+    })
 }
 
 fn table_url(root: &Url, name: &str) -> Result<Url> {

@@ -51,6 +51,7 @@ mod catalog;
 mod commit;
 pub mod entry;
 mod error;
+mod local_store;
 mod scan;
 pub mod schema;
 mod streams;
