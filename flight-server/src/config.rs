@@ -16,6 +16,7 @@
 //! timeout_ms = 120000
 //! compression = "zstd"
 //! zstd_level = 1
+//! float_columns = "split-lz4"    # or "plain"
 //!
 //! [limits]
 //! max_request_bytes = 67108864
@@ -52,7 +53,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 use weir_codec::Limits;
-use weir_provider::{ParquetCompression, TableConfig};
+use weir_provider::{FloatColumns, ParquetCompression, TableConfig};
 use weir_sql::QueryConfig;
 use weir_wal::WalConfig;
 
@@ -137,6 +138,8 @@ pub struct CommitSection {
     pub compression: ParquetCompression,
     /// zstd level of the Parquet files.
     pub zstd_level: i32,
+    /// How floating-point columns are written.
+    pub float_columns: FloatColumns,
 }
 
 /// `[limits]` in the config file: what one request, all streams, the
@@ -272,6 +275,7 @@ impl From<&TableConfig> for CommitSection {
             timeout_ms: u64::try_from(t.commit_timeout.as_millis()).unwrap_or(u64::MAX),
             compression: t.compression,
             zstd_level: t.zstd_level,
+            float_columns: t.float_columns,
         }
     }
 }
@@ -342,6 +346,7 @@ impl Config {
             commit_timeout: Duration::from_millis(self.commit.timeout_ms),
             compression: self.commit.compression,
             zstd_level: self.commit.zstd_level,
+            float_columns: self.commit.float_columns,
         }
     }
 
@@ -411,6 +416,17 @@ mod tests {
         assert_eq!(none, ParquetCompression::Uncompressed);
         let err = codec("[commit]\ncompression = \"gzip\"\n").unwrap_err();
         assert!(err.to_string().contains("snappy"), "{err}");
+    }
+
+    #[test]
+    fn the_float_layout_is_named() {
+        let floats =
+            |toml: &str| toml::from_str::<Config>(toml).map(|c| c.table_config().float_columns);
+        assert_eq!(floats("").unwrap(), FloatColumns::SplitLz4);
+        let plain = floats("[commit]\nfloat_columns = \"plain\"\n").unwrap();
+        assert_eq!(plain, FloatColumns::Plain);
+        let err = floats("[commit]\nfloat_columns = \"gorilla\"\n").unwrap_err();
+        assert!(err.to_string().contains("split-lz4"), "{err}");
     }
 
     #[test]

@@ -63,4 +63,4 @@ pub use commit::CommitOutcome;
 pub use error::{Error, Result};
 pub use scan::TableScanProvider;
 pub use streams::{InvalidStreamName, MAX_STREAM_NAME_LEN, StreamName};
-pub use table::{Cut, ParquetCompression, Table, TableConfig, TableStats};
+pub use table::{Cut, FloatColumns, ParquetCompression, Table, TableConfig, TableStats};

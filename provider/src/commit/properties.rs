@@ -1,5 +1,6 @@
-//! How a commit's Parquet is written: the codec, and which columns get a
-//! dictionary.
+//! How a commit's Parquet is written: the codec, which columns get a
+//! dictionary, and how floating-point columns are laid out
+//! ([`FloatColumns`]).
 //!
 //! Parquet starts every column chunk with a dictionary and falls back to
 //! plain values once the dictionary outgrows its page (1 MiB). Interning
@@ -11,12 +12,13 @@
 use std::collections::HashSet;
 
 use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use crate::table::{ParquetCompression, TableConfig};
+use crate::table::{FloatColumns, ParquetCompression, TableConfig};
 
 /// Values sampled per column (nulls left out), spread over the commit's
 /// batches.
@@ -46,10 +48,17 @@ pub(super) fn writer_properties(config: &TableConfig, batches: &[RecordBatch]) -
         return properties.build();
     };
     for (index, field) in first.schema().fields().iter().enumerate() {
-        properties = properties.set_column_dictionary_enabled(
-            ColumnPath::from(field.name().as_str()),
-            repeats(batches, index),
-        );
+        let path = ColumnPath::from(field.name().as_str());
+        let split = config.float_columns == FloatColumns::SplitLz4
+            && matches!(field.data_type(), DataType::Float32 | DataType::Float64);
+        if split {
+            properties = properties
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path.clone(), Encoding::BYTE_STREAM_SPLIT)
+                .set_column_compression(path, Compression::LZ4_RAW);
+        } else {
+            properties = properties.set_column_dictionary_enabled(path, repeats(batches, index));
+        }
     }
     properties.build()
 }
@@ -133,6 +142,31 @@ mod tests {
         assert!(dictionary("band"));
         assert!(!dictionary("name"));
         assert!(!dictionary("mag"), "floating point, even though it repeats");
+    }
+
+    #[test]
+    fn floating_point_columns_are_split_and_lz4_unless_plain_is_asked_for() {
+        let batches = [batch(0)];
+        let config = TableConfig::for_tests();
+        let split = writer_properties(&config, &batches);
+        let mag = ColumnPath::from("mag");
+        assert_eq!(split.encoding(&mag), Some(Encoding::BYTE_STREAM_SPLIT));
+        assert_eq!(split.compression(&mag), Compression::LZ4_RAW);
+        assert!(!split.dictionary_enabled(&mag));
+        // The other columns keep the table's codec and Parquet's encodings.
+        let id = ColumnPath::from("id");
+        assert_eq!(split.encoding(&id), None);
+        assert!(matches!(split.compression(&id), Compression::ZSTD(_)));
+
+        let plain = TableConfig {
+            float_columns: FloatColumns::Plain,
+            compression: ParquetCompression::Snappy,
+            ..config
+        };
+        let plain = writer_properties(&plain, &batches);
+        assert_eq!(plain.encoding(&mag), None);
+        assert_eq!(plain.compression(&mag), Compression::SNAPPY);
+        assert!(!plain.dictionary_enabled(&mag));
     }
 
     #[test]

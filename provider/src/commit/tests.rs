@@ -265,3 +265,117 @@ async fn the_parquet_files_are_written_with_the_configured_codec() {
         catalog.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_many_parts_lands_whole_with_its_floats_split_and_exact() {
+    use arrow::array::{Array, Float64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::{Compression, Encoding};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = url::Url::from_directory_path(dir.path().join("tables")).unwrap();
+    let config = TableConfig {
+        tail_budget_bytes: 64 << 20,
+        all_tails_budget_bytes: 64 << 20,
+        ..test_config()
+    };
+    let (catalog, _) = Catalog::open(
+        root,
+        "node".into(),
+        &dir.path().join("wal"),
+        WalConfig::for_tests(),
+        config,
+    )
+    .await
+    .unwrap();
+    let columns = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("mag", DataType::Float64, true),
+    ]);
+    let table = catalog.create_table("t", &columns, false).await.unwrap();
+    // Noisy doubles (they barely compress) and the values that trip up a
+    // float layout: more than 5 MiB of Parquet, written in parts.
+    let rows = 1_000_000i64;
+    let special = [f64::NAN, -0.0, f64::INFINITY, f64::MIN_POSITIVE, f64::MAX];
+    let mags: Float64Array = (0..rows)
+        .map(|i| match i % 1000 {
+            7 => None,
+            j if (j as usize) < special.len() => Some(special[j as usize]),
+            _ => Some(f64::from_bits(0x3ff0_0000_0000_0000 | mix(i as u64) >> 12)),
+        })
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::clone(table.schema()),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows)),
+            Arc::new(mags.clone()),
+        ],
+    )
+    .unwrap();
+    table
+        .enqueue_unsynced(None, 0, batch, 0, None)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    table.commit().await.unwrap().unwrap();
+
+    let table_dir = dir.path().join("tables/t");
+    let names: Vec<String> = std::fs::read_dir(&table_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains('#')),
+        "staging files left: {names:?}"
+    );
+    let files = parquet_files(&table_dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let size = std::fs::metadata(&files[0]).unwrap().len();
+    assert!(size > 5 << 20, "{size} bytes: more than one 5 MiB part");
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    let chunk = builder.metadata().row_group(0).column(1);
+    assert_eq!(chunk.compression(), Compression::LZ4_RAW);
+    assert!(
+        chunk.encodings().any(|e| e == Encoding::BYTE_STREAM_SPLIT),
+        "{:?}",
+        chunk.encodings().collect::<Vec<_>>()
+    );
+    // Rows may come back in another order: match them by id.
+    let mut read = vec![None; rows as usize];
+    for batch in builder.build().unwrap() {
+        let batch = batch.unwrap();
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let values = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        for (id, value) in ids.iter().zip(values.iter()) {
+            let slot = &mut read[id.unwrap() as usize];
+            assert!(slot.is_none(), "row {id:?} read twice");
+            *slot = Some(value.map(f64::to_bits));
+        }
+    }
+    for (id, (read, written)) in read.iter().zip(mags.iter()).enumerate() {
+        assert_eq!(
+            *read,
+            Some(written.map(f64::to_bits)),
+            "row {id}: the double read back differs"
+        );
+    }
+    assert_eq!(mags.null_count(), 1000);
+    catalog.shutdown().await.unwrap();
+}
+
+/// SplitMix64's finalizer: noise for the low bytes of a double.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
