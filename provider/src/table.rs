@@ -52,12 +52,14 @@ pub struct TableConfig {
     pub float_columns: FloatColumns,
 }
 
-/// The codec of the Parquet files a commit writes.
+/// The codec of the Parquet files a commit writes (of all their columns
+/// but the floating-point ones, unless [`FloatColumns::Plain`]).
 ///
-/// zstd makes the smallest files; LZ4 takes less CPU for files about a
-/// quarter larger (NEOWISE rows: 13% more ingest at 64 streams, 8% fewer
-/// CPU seconds a GB, BENCHMARKS.md) and needs a reader of Parquet's
-/// `LZ4_RAW` (Spark 3.3 or later, DuckDB, pyarrow, delta-rs).
+/// zstd makes the smallest files; LZ4 takes less CPU for larger files
+/// (NEOWISE rows, when it also compressed the doubles: files a quarter
+/// larger, 13% more ingest at 64 streams, 8% fewer CPU seconds a GB,
+/// BENCHMARKS.md) and needs a reader of Parquet's `LZ4_RAW` (Spark 3.3 or
+/// later, DuckDB, pyarrow, delta-rs).
 ///
 /// Named in the config file as `"zstd"`, `"lz4"`, `"snappy"` or `"none"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
