@@ -200,8 +200,15 @@ impl MultipartUpload for SyncedUpload {
         blocking(move || {
             // Every part's sync has returned (the caller awaited them all);
             // this one covers the file's length.
-            file.file.sync_data()?;
-            std::fs::rename(&staging, &dest)
+            let landed = file
+                .file
+                .sync_data()
+                .and_then(|()| std::fs::rename(&staging, &dest));
+            if landed.is_err() {
+                // Nothing half-written stays behind under either name.
+                let _ = std::fs::remove_file(&staging);
+            }
+            landed
         })
         .await?;
         Ok(PutResult {
@@ -319,6 +326,23 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("left behind: {:?}", file_names(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_cannot_land_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, root) = store_in(&dir);
+        let location = Path::from(format!("{root}/taken"));
+        let mut upload = store.put_multipart(&location).await.unwrap();
+        upload
+            .put_part(PutPayload::from(vec![1u8; 10]))
+            .await
+            .unwrap();
+        // A directory that is not empty holds the name: the rename fails.
+        std::fs::create_dir_all(dir.path().join("taken/inside")).unwrap();
+        let error = upload.complete().await.unwrap_err().to_string();
+        assert!(error.contains("LocalStore"), "{error}");
+        assert_eq!(file_names(dir.path()), ["taken"]);
     }
 
     fn file_names(dir: &std::path::Path) -> Vec<String> {
