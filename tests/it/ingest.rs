@@ -279,3 +279,49 @@ pub async fn delta_row_count(server: &TestServer, table: &str) -> usize {
         .unwrap()
         .value(0) as usize
 }
+
+/// A producer may send a request of about a megabyte in one HTTP/2 frame
+/// (HTTP/2's default is 16 KiB): the server's SETTINGS say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_takes_http2_frames_of_a_megabyte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start().await;
+    let settings = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut socket = tokio::net::TcpStream::connect(server.server().addr())
+            .await
+            .unwrap();
+        // The client's preface, then an empty SETTINGS frame.
+        socket
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        socket
+            .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        // The server's first frame is its SETTINGS: 6-byte entries of an
+        // identifier and a value.
+        let mut header = [0u8; 9];
+        socket.read_exact(&mut header).await.unwrap();
+        assert_eq!(header[3], 4, "not a SETTINGS frame: {header:?}");
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        socket.read_exact(&mut payload).await.unwrap();
+        payload
+            .chunks_exact(6)
+            .map(|e| {
+                let id = u16::from_be_bytes([e[0], e[1]]);
+                (id, u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    })
+    .await
+    .expect("the server sent its SETTINGS");
+    const MAX_FRAME_SIZE: u16 = 5;
+    assert_eq!(
+        settings.get(&MAX_FRAME_SIZE),
+        Some(&(1 << 20)),
+        "{settings:?}"
+    );
+}
