@@ -136,6 +136,8 @@ struct SyncedUpload {
 #[derive(Debug)]
 struct StagingFile {
     file: File,
+    /// For errors.
+    path: PathBuf,
     /// Held while a part seeks and writes; its sync runs without it.
     writing: Mutex<()>,
 }
@@ -158,6 +160,7 @@ impl SyncedUpload {
                     return Ok(SyncedUpload {
                         file: Arc::new(StagingFile {
                             file,
+                            path: staging.clone(),
                             writing: Mutex::new(()),
                         }),
                         offset: 0,
@@ -167,10 +170,12 @@ impl SyncedUpload {
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => match staging.parent() {
-                    Some(dir) if !dir.exists() => std::fs::create_dir_all(dir)?,
-                    _ => return Err(e),
+                    Some(dir) if !dir.exists() => {
+                        std::fs::create_dir_all(dir).map_err(|e| naming(dir, e))?;
+                    }
+                    _ => return Err(naming(&staging, e)),
                 },
-                Err(e) => return Err(e),
+                Err(e) => return Err(naming(&staging, e)),
             }
         }
     }
@@ -183,13 +188,15 @@ impl MultipartUpload for SyncedUpload {
         self.offset += data.content_length() as u64;
         let staging = Arc::clone(&self.file);
         blocking(move || {
-            {
+            let written = {
                 let _writing = staging.writing.lock();
                 let mut file = &staging.file;
-                file.seek(SeekFrom::Start(offset))?;
-                data.iter().try_for_each(|chunk| file.write_all(chunk))?;
-            }
-            staging.file.sync_data()
+                file.seek(SeekFrom::Start(offset))
+                    .and_then(|_| data.iter().try_for_each(|chunk| file.write_all(chunk)))
+            };
+            written
+                .and_then(|()| staging.file.sync_data())
+                .map_err(|e| naming(&staging.path, e))
         })
         .boxed()
     }
@@ -208,7 +215,7 @@ impl MultipartUpload for SyncedUpload {
                 // Nothing half-written stays behind under either name.
                 let _ = std::fs::remove_file(&staging);
             }
-            landed
+            landed.map_err(|e| naming(&dest, e))
         })
         .await?;
         Ok(PutResult {
@@ -219,7 +226,7 @@ impl MultipartUpload for SyncedUpload {
 
     async fn abort(&mut self) -> Result<()> {
         let staging = self.staging.take().ok_or_else(|| aborted(&self.dest))?;
-        blocking(move || std::fs::remove_file(staging)).await
+        blocking(move || std::fs::remove_file(&staging).map_err(|e| naming(&staging, e))).await
     }
 }
 
@@ -250,6 +257,11 @@ fn generic(source: io::Error) -> object_store::Error {
         store: STORE,
         source: Box::new(source),
     }
+}
+
+/// `e`, with the file it is about in its message.
+fn naming(path: &std::path::Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 fn aborted(dest: &std::path::Path) -> object_store::Error {
@@ -341,7 +353,10 @@ mod tests {
         // A directory that is not empty holds the name: the rename fails.
         std::fs::create_dir_all(dir.path().join("taken/inside")).unwrap();
         let error = upload.complete().await.unwrap_err().to_string();
-        assert!(error.contains("LocalStore"), "{error}");
+        assert!(
+            error.contains("LocalStore") && error.contains("taken"),
+            "{error}"
+        );
         assert_eq!(file_names(dir.path()), ["taken"]);
     }
 
