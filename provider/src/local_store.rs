@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 const STORE: &str = "LocalStore";
 
 /// The local file system, with multipart uploads synced part by part.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct LocalStore {
     inner: LocalFileSystem,
 }
@@ -125,18 +125,17 @@ impl ObjectStore for LocalStore {
 /// A multipart upload into a staging file beside its destination.
 #[derive(Debug)]
 struct SyncedUpload {
-    file: Arc<StagingFile>,
+    staging: Arc<StagingFile>,
     /// Where the next part goes.
     offset: u64,
-    /// `None` once completed or aborted.
-    staging: Option<PathBuf>,
+    /// Completed or aborted: the staging file is gone (renamed or removed).
+    finished: bool,
     dest: PathBuf,
 }
 
 #[derive(Debug)]
 struct StagingFile {
     file: File,
-    /// For errors.
     path: PathBuf,
     /// Held while a part seeks and writes; its sync runs without it.
     writing: Mutex<()>,
@@ -158,13 +157,13 @@ impl SyncedUpload {
             {
                 Ok(file) => {
                     return Ok(SyncedUpload {
-                        file: Arc::new(StagingFile {
+                        staging: Arc::new(StagingFile {
                             file,
-                            path: staging.clone(),
+                            path: staging,
                             writing: Mutex::new(()),
                         }),
                         offset: 0,
-                        staging: Some(staging),
+                        finished: false,
                         dest,
                     });
                 }
@@ -179,6 +178,17 @@ impl SyncedUpload {
             }
         }
     }
+
+    /// Marks the upload completed or aborted; an error if it already was.
+    fn finish(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.finished, true) {
+            return Err(generic(io::Error::other(format!(
+                "the upload to {} was already completed or aborted",
+                self.dest.display()
+            ))));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -186,7 +196,7 @@ impl MultipartUpload for SyncedUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let offset = self.offset;
         self.offset += data.content_length() as u64;
-        let staging = Arc::clone(&self.file);
+        let staging = Arc::clone(&self.staging);
         blocking(move || {
             let written = {
                 let _writing = staging.writing.lock();
@@ -202,18 +212,18 @@ impl MultipartUpload for SyncedUpload {
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        let staging = self.staging.take().ok_or_else(|| aborted(&self.dest))?;
-        let (file, dest) = (Arc::clone(&self.file), self.dest.clone());
+        self.finish()?;
+        let (staging, dest) = (Arc::clone(&self.staging), self.dest.clone());
         blocking(move || {
             // Every part's sync has returned (the caller awaited them all);
             // this one covers the file's length.
-            let landed = file
+            let landed = staging
                 .file
                 .sync_data()
-                .and_then(|()| std::fs::rename(&staging, &dest));
+                .and_then(|()| std::fs::rename(&staging.path, &dest));
             if landed.is_err() {
                 // Nothing half-written stays behind under either name.
-                let _ = std::fs::remove_file(&staging);
+                let _ = std::fs::remove_file(&staging.path);
             }
             landed.map_err(|e| naming(&dest, e))
         })
@@ -225,7 +235,8 @@ impl MultipartUpload for SyncedUpload {
     }
 
     async fn abort(&mut self) -> Result<()> {
-        let staging = self.staging.take().ok_or_else(|| aborted(&self.dest))?;
+        self.finish()?;
+        let staging = self.staging.path.clone();
         blocking(move || std::fs::remove_file(&staging).map_err(|e| naming(&staging, e))).await
     }
 }
@@ -233,7 +244,8 @@ impl MultipartUpload for SyncedUpload {
 impl Drop for SyncedUpload {
     fn drop(&mut self) {
         // Neither completed nor aborted: the staging file is litter.
-        if let Some(staging) = self.staging.take() {
+        if !self.finished {
+            let staging = self.staging.path.clone();
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn_blocking(move || std::fs::remove_file(staging))),
                 Err(_) => drop(std::fs::remove_file(staging)),
@@ -264,13 +276,6 @@ fn naming(path: &std::path::Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-fn aborted(dest: &std::path::Path) -> object_store::Error {
-    generic(io::Error::other(format!(
-        "the upload to {} was already completed or aborted",
-        dest.display()
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use futures::TryStreamExt;
@@ -278,17 +283,28 @@ mod tests {
 
     use super::*;
 
-    fn store_in(dir: &tempfile::TempDir) -> (LocalStore, String) {
+    /// Where `name` in `dir` is in the store.
+    fn location(dir: &tempfile::TempDir, name: &str) -> Path {
         let root = dir.path().to_str().unwrap().trim_start_matches('/');
-        (LocalStore::new(), root.to_string())
+        Path::from(format!("{root}/{name}"))
+    }
+
+    /// An upload to `location` with one part of `len` bytes written.
+    async fn one_part(store: &LocalStore, location: &Path, len: usize) -> Box<dyn MultipartUpload> {
+        let mut upload = store.put_multipart(location).await.unwrap();
+        upload
+            .put_part(PutPayload::from(vec![7u8; len]))
+            .await
+            .unwrap();
+        upload
     }
 
     #[tokio::test]
     async fn a_multipart_upload_lands_whole_under_its_name_and_its_staging_file_is_not_listed() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, root) = store_in(&dir);
-        let location = Path::from(format!("{root}/part/file.parquet"));
-        let mut upload = store.put_multipart(&location).await.unwrap();
+        let store = LocalStore::new();
+        let file = location(&dir, "part/file.parquet");
+        let mut upload = store.put_multipart(&file).await.unwrap();
         let first = upload.put_part(PutPayload::from(vec![1u8; 3000]));
         let second = upload.put_part(PutPayload::from_iter([
             Bytes::from(vec![2u8; 10]),
@@ -299,14 +315,14 @@ mod tests {
         first.await.unwrap();
         assert_eq!(file_names(&dir.path().join("part")), ["file.parquet#1"]);
         let listed: Vec<ObjectMeta> = store
-            .list(Some(&Path::from(root.as_str())))
+            .list(Some(&location(&dir, "part")))
             .try_collect()
             .await
             .unwrap();
         assert!(listed.is_empty(), "{listed:?}");
 
         upload.complete().await.unwrap();
-        let bytes = store.get(&location).await.unwrap().bytes().await.unwrap();
+        let bytes = store.get(&file).await.unwrap().bytes().await.unwrap();
         let mut expected = vec![1u8; 3000];
         expected.extend([2u8; 10]);
         expected.extend([3u8; 5]);
@@ -318,13 +334,9 @@ mod tests {
     #[tokio::test]
     async fn an_aborted_or_dropped_upload_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, root) = store_in(&dir);
-        let location = Path::from(format!("{root}/a.parquet"));
-        let mut upload = store.put_multipart(&location).await.unwrap();
-        upload
-            .put_part(PutPayload::from(vec![7u8; 100]))
-            .await
-            .unwrap();
+        let store = LocalStore::new();
+        let location = location(&dir, "a.parquet");
+        let mut upload = one_part(&store, &location, 100).await;
         // A second upload to the same name stages beside the first.
         let other = store.put_multipart(&location).await.unwrap();
         assert!(dir.path().join("a.parquet#2").exists());
@@ -343,13 +355,8 @@ mod tests {
     #[tokio::test]
     async fn an_upload_that_cannot_land_leaves_no_staging_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, root) = store_in(&dir);
-        let location = Path::from(format!("{root}/taken"));
-        let mut upload = store.put_multipart(&location).await.unwrap();
-        upload
-            .put_part(PutPayload::from(vec![1u8; 10]))
-            .await
-            .unwrap();
+        let store = LocalStore::new();
+        let mut upload = one_part(&store, &location(&dir, "taken"), 10).await;
         // A directory that is not empty holds the name: the rename fails.
         std::fs::create_dir_all(dir.path().join("taken/inside")).unwrap();
         let error = upload.complete().await.unwrap_err().to_string();

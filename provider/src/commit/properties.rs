@@ -49,15 +49,14 @@ pub(super) fn writer_properties(config: &TableConfig, batches: &[RecordBatch]) -
     };
     for (index, field) in first.schema().fields().iter().enumerate() {
         let path = ColumnPath::from(field.name().as_str());
-        let split = config.float_columns == FloatColumns::SplitLz4
-            && matches!(field.data_type(), DataType::Float32 | DataType::Float64);
-        if split {
+        properties =
+            properties.set_column_dictionary_enabled(path.clone(), repeats(batches, index));
+        if config.float_columns == FloatColumns::SplitLz4
+            && matches!(field.data_type(), DataType::Float32 | DataType::Float64)
+        {
             properties = properties
-                .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path.clone(), Encoding::BYTE_STREAM_SPLIT)
                 .set_column_compression(path, Compression::LZ4_RAW);
-        } else {
-            properties = properties.set_column_dictionary_enabled(path, repeats(batches, index));
         }
     }
     properties.build()

@@ -61,6 +61,16 @@ async fn table(dir: &std::path::Path) -> (Arc<Catalog>, Arc<Table>) {
 }
 
 async fn table_with(dir: &std::path::Path, config: TableConfig) -> (Arc<Catalog>, Arc<Table>) {
+    let columns = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+    table_of(dir, config, &columns).await
+}
+
+/// Table `t` of `columns` in a catalog in `dir`.
+async fn table_of(
+    dir: &std::path::Path,
+    config: TableConfig,
+    columns: &Schema,
+) -> (Arc<Catalog>, Arc<Table>) {
     let root = url::Url::from_directory_path(dir.join("tables")).unwrap();
     let (catalog, _) = Catalog::open(
         root,
@@ -71,17 +81,18 @@ async fn table_with(dir: &std::path::Path, config: TableConfig) -> (Arc<Catalog>
     )
     .await
     .unwrap();
-    let columns = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
-    let table = catalog.create_table("t", &columns, false).await.unwrap();
+    let table = catalog.create_table("t", columns, false).await.unwrap();
     (catalog, table)
 }
 
 async fn push(table: &Table, ids: std::ops::Range<i64>) {
-    let rows = RecordBatch::try_new(
-        Arc::clone(table.schema()),
-        vec![Arc::new(Int64Array::from_iter_values(ids))],
-    )
-    .unwrap();
+    let ids: arrow::array::ArrayRef = Arc::new(Int64Array::from_iter_values(ids));
+    push_columns(table, vec![ids]).await;
+}
+
+/// Writes one batch of `columns` and waits for it to be durable.
+async fn push_columns(table: &Table, columns: Vec<arrow::array::ArrayRef>) {
+    let rows = RecordBatch::try_new(Arc::clone(table.schema()), columns).unwrap();
     table
         .enqueue_unsynced(None, 0, rows, 0, None)
         .await
@@ -273,26 +284,16 @@ async fn a_commit_of_many_parts_lands_whole_with_its_floats_split_and_exact() {
     use parquet::basic::{Compression, Encoding};
 
     let dir = tempfile::tempdir().unwrap();
-    let root = url::Url::from_directory_path(dir.path().join("tables")).unwrap();
     let config = TableConfig {
         tail_budget_bytes: 64 << 20,
         all_tails_budget_bytes: 64 << 20,
         ..test_config()
     };
-    let (catalog, _) = Catalog::open(
-        root,
-        "node".into(),
-        &dir.path().join("wal"),
-        WalConfig::for_tests(),
-        config,
-    )
-    .await
-    .unwrap();
     let columns = Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("mag", DataType::Float64, true),
     ]);
-    let table = catalog.create_table("t", &columns, false).await.unwrap();
+    let (catalog, table) = table_of(dir.path(), config, &columns).await;
     // Noisy doubles (they barely compress) and the values that trip up a
     // float layout: more than 5 MiB of Parquet, written in parts.
     let rows = 1_000_000i64;
@@ -304,20 +305,14 @@ async fn a_commit_of_many_parts_lands_whole_with_its_floats_split_and_exact() {
             _ => Some(f64::from_bits(0x3ff0_0000_0000_0000 | mix(i as u64) >> 12)),
         })
         .collect();
-    let batch = RecordBatch::try_new(
-        Arc::clone(table.schema()),
+    push_columns(
+        &table,
         vec![
             Arc::new(Int64Array::from_iter_values(0..rows)),
             Arc::new(mags.clone()),
         ],
     )
-    .unwrap();
-    table
-        .enqueue_unsynced(None, 0, batch, 0, None)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    .await;
     table.commit().await.unwrap().unwrap();
 
     let table_dir = dir.path().join("tables/t");
