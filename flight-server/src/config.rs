@@ -100,6 +100,9 @@ pub struct WalSection {
     /// on any damage) or `"skip"` (also skip corrupt records, which are
     /// lost, logged and counted).
     pub corruption: Corruption,
+    /// Write segments with direct I/O where the file system has it (Linux):
+    /// no copy into the page cache, and fsyncs with nothing to write back.
+    pub direct_io: bool,
 }
 
 /// `wal.corruption` in the config file.
@@ -256,6 +259,7 @@ impl Default for WalSection {
         Self {
             segment_bytes: WalConfig::default().segment_target_bytes,
             corruption: Corruption::default(),
+            direct_io: WalConfig::default().direct_io,
         }
     }
 }
@@ -297,7 +301,7 @@ impl Config {
             storage: None,
             wal: WalSection {
                 segment_bytes: 256 << 10,
-                corruption: Corruption::default(),
+                ..WalSection::default()
             },
             commit: CommitSection::from(&TableConfig::for_tests()),
             limits: LimitsSection {
@@ -332,6 +336,7 @@ impl Config {
         WalConfig {
             segment_target_bytes: self.wal.segment_bytes,
             corruption: self.wal.corruption.into(),
+            direct_io: self.wal.direct_io,
             ..WalConfig::default()
         }
     }
@@ -427,6 +432,14 @@ mod tests {
         assert_eq!(plain, FloatColumns::Plain);
         let err = floats("[commit]\nfloat_columns = \"gorilla\"\n").unwrap_err();
         assert!(err.to_string().contains("split-lz4"), "{err}");
+    }
+
+    #[test]
+    fn the_wal_writes_directly_unless_told_not_to() {
+        let direct = |toml: &str| toml::from_str::<Config>(toml).map(|c| c.wal_config().direct_io);
+        assert!(direct("").unwrap());
+        assert!(!direct("[wal]\ndirect_io = false\n").unwrap());
+        assert!(direct("[wal]\ndirect_io = \"no\"\n").is_err());
     }
 
     #[test]

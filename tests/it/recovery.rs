@@ -295,11 +295,12 @@ async fn commits_fail_while_the_table_storage_is_broken_and_nothing_is_lost_or_d
 }
 
 /// The byte offsets of the groups in a WAL segment (format 2: a 28-byte
-/// segment header, then groups of a 24-byte frame and `len` bytes).
+/// segment header, then groups of a 24-byte frame starting "WGRP" and `len`
+/// bytes, then the zero padding of direct I/O).
 fn group_offsets(segment: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
     let mut at = 28;
-    while at + 24 <= segment.len() {
+    while at + 24 <= segment.len() && segment[at..at + 4] == *b"WGRP" {
         offsets.push(at);
         let len = u32::from_le_bytes(segment[at + 4..at + 8].try_into().unwrap()) as usize;
         at += 24 + len;

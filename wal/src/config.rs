@@ -38,6 +38,11 @@ pub struct WalConfig {
     pub max_group_bytes: u64,
     /// What to do with bad data found on open.
     pub corruption: CorruptionPolicy,
+    /// Write segments with direct I/O (`O_DIRECT`, Linux) where the file
+    /// system has it: no copy into the page cache, and fsyncs with no dirty
+    /// pages to write back. Default true. Where it is refused the writer
+    /// goes through the page cache on its own.
+    pub direct_io: bool,
     /// The highest position the log's readers have already consumed for
     /// good (for weir, the highest `txn` watermark of any table). A new log
     /// starts right after it, so that no position is used twice; an
@@ -53,6 +58,7 @@ impl Default for WalConfig {
             segment_target_bytes: 64 << 20,
             max_group_bytes: 32 << 20,
             corruption: CorruptionPolicy::default(),
+            direct_io: true,
             positions_after: WalPosition::ZERO,
         }
     }
@@ -66,6 +72,7 @@ impl WalConfig {
             segment_target_bytes: 4 << 10,
             max_group_bytes: 16 << 10,
             corruption: CorruptionPolicy::default(),
+            direct_io: true,
             positions_after: WalPosition::ZERO,
         }
     }

@@ -1,6 +1,7 @@
 //! An in-memory [`Storage`] for tests: injects write and fsync failures,
 //! delays or holds fsyncs, and simulates a crash by keeping only what was
-//! fsynced.
+//! fsynced. Files opened for direct I/O refuse writes that are not aligned
+//! to [`DIRECT_BLOCK`], as the kernel does.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{DIRECT_BLOCK, Storage, StorageFile};
 
 /// Faults to inject.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +41,8 @@ struct State {
     reads: Vec<PathBuf>,
     /// Every directory fsync, in order.
     dir_syncs: Vec<PathBuf>,
+    /// Files open as if on a file system without direct I/O.
+    no_direct_io: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +60,13 @@ pub(crate) struct MemStorage {
 impl MemStorage {
     pub fn set_faults(&self, faults: Faults) {
         self.inner.state.lock().faults = faults;
+    }
+
+    /// Whether files opened from now on take direct I/O when asked for it;
+    /// without, they are written as through the page cache, as on a file
+    /// system that has no direct I/O.
+    pub fn set_direct_io(&self, available: bool) {
+        self.inner.state.lock().no_direct_io = !available;
     }
 
     /// While `held`, every file fsync blocks (an fsync "in flight").
@@ -135,10 +145,12 @@ impl MemStorage {
         file.durable = file.data.clone();
     }
 
-    fn handle(&self, path: &Path) -> Box<dyn StorageFile> {
+    fn handle(&self, path: &Path, direct: bool) -> Box<dyn StorageFile> {
+        let direct = direct && !self.inner.state.lock().no_direct_io;
         Box::new(MemHandle {
             storage: self.clone(),
             path: path.to_path_buf(),
+            alignment: if direct { DIRECT_BLOCK } else { 1 },
         })
     }
 }
@@ -173,7 +185,7 @@ impl Storage for MemStorage {
         Ok(file.data.clone())
     }
 
-    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+    fn create_new(&self, path: &Path, direct: bool) -> io::Result<Box<dyn StorageFile>> {
         let mut state = self.inner.state.lock();
         if state.files.contains_key(path) {
             return Err(io::Error::new(
@@ -182,14 +194,15 @@ impl Storage for MemStorage {
             ));
         }
         state.files.insert(path.to_path_buf(), MemFile::default());
-        Ok(self.handle(path))
+        drop(state);
+        Ok(self.handle(path, direct))
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+    fn open(&self, path: &Path, direct: bool) -> io::Result<Box<dyn StorageFile>> {
         if !self.inner.state.lock().files.contains_key(path) {
             return Err(not_found(path));
         }
-        Ok(self.handle(path))
+        Ok(self.handle(path, direct))
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -214,6 +227,7 @@ impl Storage for MemStorage {
 struct MemHandle {
     storage: MemStorage,
     path: PathBuf,
+    alignment: usize,
 }
 
 impl MemHandle {
@@ -228,7 +242,21 @@ impl MemHandle {
 }
 
 impl StorageFile for MemHandle {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let align = self.alignment;
+        if !offset.is_multiple_of(align as u64)
+            || !buf.len().is_multiple_of(align)
+            || !buf.as_ptr().addr().is_multiple_of(align)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "direct write of {} bytes at {offset} from {:p} is not aligned to {align}",
+                    buf.len(),
+                    buf.as_ptr()
+                ),
+            ));
+        }
         if self.storage.inner.state.lock().faults.disk_full {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
@@ -238,7 +266,13 @@ impl StorageFile for MemHandle {
         if self.storage.inner.state.lock().faults.fail_writes {
             return Err(injected("write"));
         }
-        self.with_file(|file| file.data.extend_from_slice(buf))
+        let offset = offset as usize;
+        self.with_file(|file| {
+            if file.data.len() < offset + buf.len() {
+                file.data.resize(offset + buf.len(), 0);
+            }
+            file.data[offset..offset + buf.len()].copy_from_slice(buf);
+        })
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -266,5 +300,9 @@ impl StorageFile for MemHandle {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.with_file(|file| file.data.resize(len as usize, 0))
+    }
+
+    fn alignment(&self) -> usize {
+        self.alignment
     }
 }

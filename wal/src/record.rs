@@ -11,6 +11,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use crate::storage::DIRECT_BLOCK;
+
 /// Position of a record in the log: 1 for the first record ever written,
 /// strictly increasing, never reused, also across restarts and after segment
 /// deletion. [`WalPosition::ZERO`] means "before any record".
@@ -111,8 +113,11 @@ pub(crate) struct Decoded {
 // bytes a producer sent (payloads are stored verbatim) can never pass for a
 // group frame: they cannot know the salt.
 //
-// then groups back to back until the end of the file. A group is what the
-// writer wrote with one write and one fsync; it is framed (version 2):
+// then groups back to back until the end of the file, or until zero padding:
+// a segment written with direct I/O ends in fewer than DIRECT_BLOCK zero
+// bytes that fill its last block (the next write puts that block down again
+// with its new bytes). A group is what the writer wrote with one write and
+// one fsync; it is framed (version 2):
 //
 //   0           4           8           12          16                24
 //   +-----------+-----------+-----------+-----------+------------------+---------+
@@ -225,6 +230,17 @@ pub(crate) struct Group {
     pub records: usize,
     /// Where the next group starts.
     pub end: usize,
+}
+
+/// Whether the bytes from `offset` to the end are the zero padding a direct
+/// write leaves: fewer than [`DIRECT_BLOCK`] zero bytes, up to an end on a
+/// block boundary. Longer zeros are not padding: they are what a crash
+/// leaves when a file's length reached the disk and its data did not.
+pub(crate) fn is_padding(buf: &[u8], offset: usize) -> bool {
+    let rest = buf.get(offset..).unwrap_or_default();
+    rest.len() < DIRECT_BLOCK
+        && buf.len().is_multiple_of(DIRECT_BLOCK)
+        && rest.iter().all(|&b| b == 0)
 }
 
 /// Decodes the group frame at `offset` and checks its checksum and that its

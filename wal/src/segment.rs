@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::record::{self, Defect, SEGMENT_HEADER_LEN};
 use crate::replay::{CheckedSegment, Skip, Skipped};
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{DIRECT_BLOCK, Storage, StorageFile};
 use crate::{CorruptionPolicy, Error, Result, WalPosition};
 
 const SUFFIX: &str = ".wal";
@@ -42,38 +42,147 @@ pub(crate) struct SegmentMeta {
 pub(crate) struct ActiveSegment {
     pub file: Box<dyn StorageFile>,
     pub path: PathBuf,
-    /// Bytes in the file.
+    /// Bytes of log in the file. With direct I/O the file can be longer:
+    /// its last block is padded with zeros.
     pub len: u64,
     /// The salt of its group checksums.
     pub salt: u64,
+    /// The bytes from the last [`DIRECT_BLOCK`] boundary to `len`: a direct
+    /// write starts at that boundary and puts them down again.
+    tail: Vec<u8>,
 }
 
-/// Creates a segment whose first record will be `first`: creates the file,
-/// writes the header and fsyncs the file and the directory.
+/// How [`ActiveSegment::stage`] laid a write out in its buffer: from `lead`
+/// (an aligned address), the `head` bytes already in the file, then the
+/// new bytes.
+pub(crate) struct Staged {
+    lead: usize,
+    head: usize,
+    /// The file offset of the buffer's byte at `lead`.
+    offset: u64,
+    align: usize,
+}
+
+impl Staged {
+    /// Where the new bytes start in the buffer.
+    pub fn new_bytes(&self) -> usize {
+        self.lead + self.head
+    }
+}
+
+impl ActiveSegment {
+    /// Clears `buf` for a write of `additional` new bytes at the end of the
+    /// log; the caller then appends exactly those to `buf` and calls
+    /// [`ActiveSegment::write`]. Without direct I/O, `buf` then holds just
+    /// the new bytes. With it, they follow, at a block-aligned address, the
+    /// segment's last partial block, and room is kept for the padding, so
+    /// that the write needs no copy.
+    pub fn stage(&self, buf: &mut Vec<u8>, additional: usize) -> Staged {
+        let align = self.file.alignment();
+        let head: &[u8] = if align > 1 { &self.tail } else { &[] };
+        buf.clear();
+        buf.reserve(align + head.len() + additional + align);
+        let address = buf.as_ptr().addr();
+        let lead = address.next_multiple_of(align) - address;
+        buf.resize(lead, 0);
+        buf.extend_from_slice(head);
+        Staged {
+            lead,
+            head: head.len(),
+            offset: self.len - head.len() as u64,
+            align,
+        }
+    }
+
+    /// Writes what [`ActiveSegment::stage`] laid out in `buf`, padded with
+    /// zeros to whole blocks. Neither syncs nor moves `len`: see
+    /// [`ActiveSegment::advance`].
+    pub fn write(&mut self, buf: &mut Vec<u8>, staged: &Staged) -> std::io::Result<()> {
+        self.write_part(buf, staged, buf.len() - staged.lead)
+    }
+
+    /// Writes the first `bytes` (rounded up to whole blocks) of what
+    /// [`ActiveSegment::stage`] laid out: a torn write, for crash tests.
+    pub fn write_part(
+        &mut self,
+        buf: &mut Vec<u8>,
+        staged: &Staged,
+        bytes: usize,
+    ) -> std::io::Result<()> {
+        let end = buf.len();
+        let padded = bytes.next_multiple_of(staged.align);
+        buf.resize(end.max(staged.lead + padded), 0);
+        let result = match &buf[staged.lead..staged.lead + padded] {
+            laid if laid.as_ptr().addr() % staged.align != 0 => Err(std::io::Error::other(
+                "the WAL's write buffer moved after it was laid out (more bytes than announced)",
+            )),
+            laid => self.file.write_at(laid, staged.offset),
+        };
+        buf.truncate(end);
+        result
+    }
+
+    /// Moves the end of the log past the new bytes of `buf`, once they are
+    /// durable.
+    pub fn advance(&mut self, buf: &[u8], staged: &Staged) {
+        let written = &buf[staged.lead..];
+        let end = staged.offset + written.len() as u64;
+        let block = end - end % DIRECT_BLOCK as u64;
+        if block >= staged.offset {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&written[(block - staged.offset) as usize..]);
+        } else {
+            // Still in the tail's block (and written without the head).
+            self.tail.extend_from_slice(&written[staged.head..]);
+        }
+        self.len = end;
+    }
+}
+
+/// The bytes of `bytes` (a segment's first `len`) from the last
+/// [`DIRECT_BLOCK`] boundary before `len` to `len`.
+fn last_block(bytes: &[u8], len: usize) -> Vec<u8> {
+    bytes[len - len % DIRECT_BLOCK..len].to_vec()
+}
+
+/// Creates a segment whose first record will be `first`: creates the file
+/// (with direct I/O if `direct`), writes the header and fsyncs the file and
+/// the directory.
 pub(crate) fn create(
     storage: &dyn Storage,
     dir: &Path,
     first: WalPosition,
+    direct: bool,
 ) -> Result<ActiveSegment> {
     let path = dir.join(file_name(first));
-    let mut file = storage
-        .create_new(&path)
+    let file = storage
+        .create_new(&path, direct)
         .map_err(|e| Error::io("create segment", &path, e))?;
-    let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
-    record::encode_segment_header(first, &mut header);
-    file.write_all(&header)
+    let mut active = ActiveSegment {
+        file,
+        path,
+        len: 0,
+        salt: 0,
+        tail: Vec::new(),
+    };
+    let mut buf = Vec::new();
+    let staged = active.stage(&mut buf, SEGMENT_HEADER_LEN);
+    record::encode_segment_header(first, &mut buf);
+    active.salt = record::segment_salt(&buf[staged.new_bytes()..]);
+    let path = active.path.clone();
+    active
+        .write(&mut buf, &staged)
         .map_err(|e| Error::io("write segment header", &path, e))?;
-    file.sync_data()
+    active
+        .file
+        .sync_data()
         .map_err(|e| Error::io("fsync segment", &path, e))?;
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
-    Ok(ActiveSegment {
-        file,
-        path,
-        len: header.len() as u64,
-        salt: record::segment_salt(&header),
-    })
+    active.advance(&buf, &staged);
+    Ok(active)
 }
 
 /// What [`recover`] found.
@@ -99,6 +208,7 @@ pub(crate) fn recover(
     dir: &Path,
     policy: CorruptionPolicy,
     after: WalPosition,
+    direct: bool,
 ) -> Result<Recovered> {
     storage
         .create_dir_all(dir)
@@ -125,7 +235,7 @@ pub(crate) fn recover(
 
     let Some(newest) = segments.last().cloned() else {
         let first = after.next();
-        let active = create(storage, dir, first)?;
+        let active = create(storage, dir, first, direct)?;
         let path = active.path.clone();
         return Ok(Recovered {
             segments: vec![SegmentMeta { first, path }],
@@ -141,6 +251,7 @@ pub(crate) fn recover(
     let mut active_len = 0;
     let mut active_version = record::FORMAT_VERSION;
     let mut active_salt = 0;
+    let mut active_tail = Vec::new();
     let mut skipped = Skipped::default();
     let skip = policy == CorruptionPolicy::SkipCorrupt;
     for segment in &segments {
@@ -175,6 +286,7 @@ pub(crate) fn recover(
         active_len = end.len;
         active_version = end.version;
         active_salt = end.salt;
+        active_tail = end.tail;
         for region in &end.skips {
             skipped.regions += 1;
             skipped.bytes += (region.resume - region.at) as u64;
@@ -204,11 +316,12 @@ pub(crate) fn recover(
             rewrite(storage, &newest.path, 0, &header)?;
             active_len = header.len() as u64;
             active_salt = record::segment_salt(&header);
+            active_tail = header;
             if let Some(last) = checked.last_mut() {
                 last.len = active_len;
             }
         } else {
-            let active = create(storage, dir, next)?;
+            let active = create(storage, dir, next, direct)?;
             segments.push(SegmentMeta {
                 first: next,
                 path: active.path.clone(),
@@ -223,7 +336,7 @@ pub(crate) fn recover(
         }
     }
     let file = storage
-        .open_append(&newest.path)
+        .open(&newest.path, direct)
         .map_err(|e| Error::io("open segment", &newest.path, e))?;
     Ok(Recovered {
         next,
@@ -232,6 +345,7 @@ pub(crate) fn recover(
             path: newest.path.clone(),
             len: active_len,
             salt: active_salt,
+            tail: active_tail,
         },
         segments,
         checked,
@@ -251,6 +365,8 @@ struct SegmentEnd {
     salt: u64,
     /// The corrupt regions skipped, in order.
     skips: Vec<Skip>,
+    /// Its bytes from the last block boundary to `len`.
+    tail: Vec<u8>,
 }
 
 /// Checks one segment's header and records. With `repair`, a defect that no
@@ -291,6 +407,7 @@ fn check_segment(
                 version: record::FORMAT_VERSION,
                 salt: record::segment_salt(&header),
                 skips: Vec::new(),
+                tail: header,
             });
         }
         Err(defect) => return Err(corrupt(segment, 0, defect.to_string())),
@@ -310,6 +427,7 @@ fn check_segment(
         version,
         salt: record::segment_salt(bytes),
         skips,
+        tail: last_block(bytes, offset),
     })
 }
 
@@ -337,6 +455,7 @@ fn check_groups(
                 offset = group.end;
             }
             Ok(None) => return Ok((offset, expected)),
+            Err(_) if record::is_padding(bytes, offset) => return Ok((offset, expected)),
             Err(defect) => {
                 let follows = record::find_intact_group(bytes, offset + 1, expected, salt);
                 let torn = follows.is_none() && repair;
@@ -489,12 +608,12 @@ impl TornOrCorrupt {
 /// Cuts the file at `path` to `len` bytes, appends `tail` and fsyncs.
 fn rewrite(storage: &dyn Storage, path: &Path, len: u64, tail: &[u8]) -> Result<()> {
     let mut file = storage
-        .open_append(path)
+        .open(path, false)
         .map_err(|e| Error::io("open segment", path, e))?;
     file.set_len(len)
         .map_err(|e| Error::io("truncate segment", path, e))?;
     if !tail.is_empty() {
-        file.write_all(tail)
+        file.write_at(tail, len)
             .map_err(|e| Error::io("write segment header", path, e))?;
     }
     file.sync_data()
@@ -509,5 +628,7 @@ pub(crate) fn corrupt(segment: &SegmentMeta, offset: u64, reason: String) -> Err
     }
 }
 
+#[cfg(test)]
+mod direct_tests;
 #[cfg(test)]
 mod tests;

@@ -79,8 +79,13 @@ impl Wal {
         config: WalConfig,
         storage: Arc<dyn Storage>,
     ) -> Result<(Wal, Replay)> {
-        let recovered =
-            segment::recover(&*storage, dir, config.corruption, config.positions_after)?;
+        let recovered = segment::recover(
+            &*storage,
+            dir,
+            config.corruption,
+            config.positions_after,
+            config.direct_io,
+        )?;
         let next = recovered.next;
         let replay = Replay::new(Arc::clone(&storage), recovered.checked, recovered.skipped);
         info!(

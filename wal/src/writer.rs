@@ -3,7 +3,9 @@
 //! It loops: take a group from the [`GroupBuffer`](crate::group::GroupBuffer),
 //! encode it, write it with one write, `sync_data`, advance the durable
 //! position, answer every appender, and start a new segment when the active
-//! one reached its target size. A dedicated OS thread rather than a tokio
+//! one reached its target size. It writes with direct I/O where it can
+//! ([`WalConfig::direct_io`]): the group is encoded straight into a
+//! block-aligned buffer, behind the segment's last partial block. A dedicated OS thread rather than a tokio
 //! task, because `write` and `fsync` block.
 //!
 //! On an I/O error it poisons the log and fails the group and everything
@@ -112,7 +114,7 @@ impl Writer {
         let path = self.active.path.clone();
         let mut file = self
             .storage
-            .open_append(&path)
+            .open(&path, self.config.direct_io)
             .map_err(|e| Error::io("open segment", &path, e))?;
         file.set_len(self.active.len)
             .map_err(|e| Error::io("truncate segment", &path, e))?;
@@ -133,8 +135,12 @@ impl Writer {
 
     /// Writes and fsyncs one group, then advances the durable position.
     fn write_group(&mut self, group: &[Pending], buf: &mut Vec<u8>) -> Result<()> {
-        buf.clear();
         let first = self.next;
+        let bytes = group
+            .iter()
+            .map(|pending| record::RECORD_HEADER_LEN + pending.payload.len())
+            .sum::<usize>();
+        let staged = self.active.stage(buf, record::GROUP_HEADER_LEN + bytes);
         let start = record::begin_group(buf);
         for pending in group {
             debug_assert_eq!(pending.position, self.next);
@@ -143,21 +149,21 @@ impl Writer {
         }
         let count = u32::try_from(group.len()).unwrap_or(u32::MAX);
         record::finish_group(buf, start, first, count, self.active.salt);
-        let path = &self.active.path;
+        let path = self.active.path.clone();
         if crate::crash::due("wal-mid-group") {
-            let _ = self.active.file.write_all(&buf[..buf.len() / 2]);
+            let half = (buf.len() - staged.new_bytes()) / 2;
+            let _ = self.active.write_part(buf, &staged, half);
             crate::crash::crash("wal-mid-group");
         }
         self.active
-            .file
-            .write_all(buf)
-            .map_err(|e| Error::io("write segment", path, e))?;
+            .write(buf, &staged)
+            .map_err(|e| Error::io("write segment", &path, e))?;
         self.active
             .file
             .sync_data()
-            .map_err(|e| Error::io("fsync segment", path, e))?;
-        // Only now: a repair cuts the segment back to this length.
-        self.active.len += buf.len() as u64;
+            .map_err(|e| Error::io("fsync segment", &path, e))?;
+        // Only now: a repair cuts the segment back to its length.
+        self.active.advance(buf, &staged);
         let shared = &self.shared;
         shared
             .appends
@@ -165,7 +171,7 @@ impl Writer {
         shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         shared
             .bytes_written
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            .fetch_add((buf.len() - staged.new_bytes()) as u64, Ordering::Relaxed);
         shared.durable.store(self.next.get() - 1, Ordering::Release);
         Ok(())
     }
@@ -173,7 +179,7 @@ impl Writer {
     /// Seals the active segment and starts a new one at the next position.
     fn rotate(&mut self) -> Result<()> {
         let first = self.next;
-        let active = segment::create(&*self.storage, &self.dir, first)?;
+        let active = segment::create(&*self.storage, &self.dir, first, self.config.direct_io)?;
         let path = active.path.clone();
         self.active = active;
         self.shared

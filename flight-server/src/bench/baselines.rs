@@ -5,41 +5,55 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde_json::json;
+use weir_wal::{DIRECT_BLOCK, FsStorage, Storage};
 
 use super::Options;
 use super::neowise::{Rng, Rows};
 
 /// The disk alone: `total` bytes of `body` written sequentially to a file
-/// in `dir`, with `sync_data` after every `group` bytes, as the WAL's
-/// group commit does.
+/// in `dir` as the WAL writes: in writes of `group` bytes (whole blocks)
+/// from an aligned buffer, with direct I/O where the file system has it,
+/// each followed by `sync_data`.
 pub(super) fn disk_baseline(
     dir: &Path,
     body: &[u8],
     total: u64,
     group: u64,
 ) -> Result<serde_json::Value, String> {
-    use std::io::Write;
-    let path = dir.join("bench-disk-baseline");
-    let mut file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let started = Instant::now();
-    let (mut written, mut unsynced) = (0u64, 0u64);
-    while written < total {
-        file.write_all(body).map_err(|e| e.to_string())?;
-        written += body.len() as u64;
-        unsynced += body.len() as u64;
-        if unsynced >= group {
-            file.sync_data().map_err(|e| e.to_string())?;
-            unsynced = 0;
-        }
+    if body.is_empty() {
+        return Err("the disk baseline needs a request to write".into());
     }
-    file.sync_data().map_err(|e| e.to_string())?;
+    let path = dir.join("bench-disk-baseline");
+    let failed = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = FsStorage.create_new(&path, true).map_err(failed)?;
+    let group = usize::try_from(group)
+        .unwrap_or(usize::MAX)
+        .max(1)
+        .next_multiple_of(DIRECT_BLOCK);
+    let mut buf = Vec::<u8>::with_capacity(group + DIRECT_BLOCK);
+    let address = buf.as_ptr().addr();
+    let lead = address.next_multiple_of(DIRECT_BLOCK) - address;
+    buf.resize(lead, 0);
+    while buf.len() < lead + group {
+        let n = body.len().min(lead + group - buf.len());
+        buf.extend_from_slice(&body[..n]);
+    }
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < total {
+        file.write_at(&buf[lead..], written).map_err(failed)?;
+        file.sync_data().map_err(failed)?;
+        written += group as u64;
+    }
     let elapsed = started.elapsed().as_secs_f64();
+    let direct_io = file.alignment() > 1;
     drop(file);
     let _ = std::fs::remove_file(&path);
     Ok(json!({
         "target": "disk",
         "bytes": written,
         "sync_every_bytes": group,
+        "direct_io": direct_io,
         "mb_per_s": written as f64 / elapsed / 1e6,
     }))
 }

@@ -9,16 +9,20 @@ use super::*;
 use crate::record::{GROUP_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::{Replay, Wal, WalConfig, WalRecord};
 
-fn block_on<F: Future>(future: F) -> F::Output {
+pub(super) fn block_on<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
         .block_on(future)
 }
 
+/// Through the page cache, so that a segment's file ends where its log
+/// does and the tests can cut and flip bytes at offsets of the log; the
+/// direct I/O tests are at the end.
 fn config(corruption: CorruptionPolicy) -> WalConfig {
     WalConfig {
         corruption,
+        direct_io: false,
         ..WalConfig::for_tests()
     }
 }
@@ -40,7 +44,7 @@ fn payloads(n: usize, len: usize) -> Vec<Bytes> {
     (0..n).map(|i| Bytes::from(format!("{i:0len$}"))).collect()
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -67,7 +71,7 @@ fn edit(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// Replays every record as (position, payload).
-fn replayed(replay: Replay) -> Vec<(u64, Bytes)> {
+pub(super) fn replayed(replay: Replay) -> Vec<(u64, Bytes)> {
     let records: Vec<WalRecord> = replay.collect_all().unwrap();
     records
         .into_iter()
@@ -75,7 +79,7 @@ fn replayed(replay: Replay) -> Vec<(u64, Bytes)> {
         .collect()
 }
 
-fn numbered(first: u64, payloads: &[Bytes]) -> Vec<(u64, Bytes)> {
+pub(super) fn numbered(first: u64, payloads: &[Bytes]) -> Vec<(u64, Bytes)> {
     (first..).zip(payloads.iter().cloned()).collect()
 }
 
