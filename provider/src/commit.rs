@@ -36,6 +36,16 @@ use weir_wal::WalPosition;
 use crate::table::{Table, unshared};
 use crate::{Error, Result};
 
+/// While alive, a commit is writing the tail's `committing_bytes`; however
+/// the commit ends, they count toward the next one again.
+struct Committing<'a>(&'a Table);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().committing_bytes = 0;
+    }
+}
+
 /// What one commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -67,7 +77,7 @@ impl Table {
             self.resolve_unknown_outcome().await?;
         }
         let (delta, batches, marks) = {
-            let state = self.state.lock();
+            let mut state = self.state.lock();
             // DROP TABLE marks the table before it waits for this lock: a
             // commit after that must not write (it would bring the table
             // back half made, or land in a table re-created under the name).
@@ -78,12 +88,11 @@ impl Table {
             if batches.is_empty() {
                 return Ok(None);
             }
-            (
-                Arc::clone(&state.delta),
-                batches,
-                state.stream_marks(through),
-            )
+            let marks = state.stream_marks(through);
+            state.committing_bytes = state.bytes_through(through);
+            (Arc::clone(&state.delta), batches, marks)
         };
+        let _committing = Committing(self);
         let (delta, batches) = (DeltaTable::clone(&delta), unshared(batches));
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let started = Instant::now();

@@ -172,6 +172,9 @@ pub(crate) struct State {
     pub(crate) committed_through: WalPosition,
     pub(crate) tail: VecDeque<TailEntry>,
     pub(crate) tail_bytes: usize,
+    /// The bytes of the tail's front that a running commit is writing:
+    /// they do not count toward the next commit's target.
+    pub(crate) committing_bytes: usize,
     pub(crate) dropped: bool,
 }
 
@@ -224,6 +227,15 @@ impl State {
             .take_while(|e| e.position <= durable)
             .map(|e| Arc::clone(&e.batch))
             .collect()
+    }
+
+    /// The bytes of the tail's entries at or below `through`.
+    pub(crate) fn bytes_through(&self, through: WalPosition) -> usize {
+        self.tail
+            .iter()
+            .take_while(|e| e.position <= through)
+            .map(|e| e.bytes)
+            .sum()
     }
 
     /// The highest offset of each named stream among the tail's entries at
@@ -293,6 +305,7 @@ impl Table {
                 committed_through,
                 tail: VecDeque::new(),
                 tail_bytes: 0,
+                committing_bytes: 0,
                 dropped: false,
             }),
             room: Notify::new(),
@@ -430,7 +443,10 @@ impl Table {
                 offset: offset_id,
             });
             state.push(pending.position(), batch, bytes, mark);
-            let full = state.tail_bytes >= self.config.commit_target_bytes;
+            // Not counting what a running commit writes: a commit wanted
+            // during it would follow it at once with a fraction of a file.
+            let uncommitted = state.tail_bytes.saturating_sub(state.committing_bytes);
+            let full = uncommitted >= self.config.commit_target_bytes;
             drop(state);
             if full {
                 self.commit_wanted.notify_one();
@@ -520,6 +536,7 @@ impl Table {
             state.tail_bytes -= entry.bytes;
             freed += entry.bytes;
         }
+        state.committing_bytes = 0;
         state.delta = Arc::new(delta);
         state.committed_through = through;
         drop(state);

@@ -374,3 +374,59 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
 }
+
+/// Whether a commit is wanted now (takes the wake-up if there is one).
+async fn commit_wanted(table: &Table) -> bool {
+    let wanted = table.commit_wanted.notified();
+    tokio::time::timeout(Duration::from_millis(100), wanted)
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_commit_is_writing_do_not_count_toward_the_next_one() {
+    // The bytes of one push of 1,000 ids, from a table of its own.
+    let bytes = {
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, table) = table(dir.path()).await;
+        push(&table, 0..1000).await;
+        catalog.stop_committers();
+        table.tail_bytes()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = TableConfig {
+        commit_target_bytes: bytes + bytes / 2,
+        ..test_config()
+    };
+    let (catalog, table) = table_with(dir.path(), config).await;
+    catalog.stop_committers();
+    push(&table, 0..1000).await;
+    assert!(!commit_wanted(&table).await, "below the target");
+    push(&table, 1000..2000).await;
+    assert!(commit_wanted(&table).await, "at the target");
+
+    // A commit of those two pushes, stalled before it writes.
+    stall(&table, true);
+    let committing = {
+        let table = Arc::clone(&table);
+        tokio::spawn(async move { table.commit().await })
+    };
+    while table.state.lock().committing_bytes == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    push(&table, 2000..3000).await;
+    assert!(
+        !commit_wanted(&table).await,
+        "the tail is past the target only with the rows being committed"
+    );
+    push(&table, 3000..4000).await;
+    assert!(commit_wanted(&table).await, "past the target without them");
+
+    // The commit times out: its rows count again.
+    assert!(committing.await.unwrap().is_err());
+    assert_eq!(table.state.lock().committing_bytes, 0);
+    push(&table, 4000..4001).await;
+    assert!(commit_wanted(&table).await);
+    *table.write_hook.lock() = None;
+    catalog.shutdown().await.unwrap();
+}
