@@ -15,6 +15,14 @@
 //! are staged as `LocalFileSystem` stages them (`<file>#<n>` beside the
 //! destination, left out of listings) and renamed into place when complete.
 //! Everything else is `LocalFileSystem`'s.
+//!
+//! A part whose offset and length are whole 4 KiB blocks (every part of
+//! delta-rs's but a file's last) is written with direct I/O where the file
+//! system has it, as the WAL writes ([`weir_wal::Storage`]): copied once
+//! into an aligned buffer and from there to the disk, with no copy into
+//! the page cache and nothing for its sync to write back. Measured alone,
+//! writes with a sync after each cost a tenth of the CPU that way. A query
+//! reads a new file from the disk rather than from the page cache.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -34,6 +42,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, UploadPart,
 };
 use parking_lot::Mutex;
+use weir_wal::{FsStorage, Storage, StorageFile};
 
 const STORE: &str = "LocalStore";
 
@@ -133,12 +142,45 @@ struct SyncedUpload {
     dest: PathBuf,
 }
 
-#[derive(Debug)]
 struct StagingFile {
     file: File,
+    /// The file again, with direct I/O if the file system has it; for the
+    /// parts that are whole blocks.
+    direct: Mutex<Box<dyn StorageFile>>,
     path: PathBuf,
-    /// Held while a part seeks and writes; its sync runs without it.
+    /// Held while a part seeks and writes `file`; its sync runs without it.
     writing: Mutex<()>,
+}
+
+impl fmt::Debug for StagingFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StagingFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StagingFile {
+    /// Writes `data` at `offset`: directly if both are whole blocks and the
+    /// file takes direct I/O, else through the page cache.
+    fn write_part(&self, data: &PutPayload, offset: u64) -> io::Result<()> {
+        let len = data.content_length();
+        let mut direct = self.direct.lock();
+        let align = direct.alignment();
+        if align > 1 && offset.is_multiple_of(align as u64) && len.is_multiple_of(align) {
+            let mut buf = Vec::<u8>::with_capacity(len + align);
+            let address = buf.as_ptr().addr();
+            let lead = address.next_multiple_of(align) - address;
+            buf.resize(lead, 0);
+            data.iter().for_each(|chunk| buf.extend_from_slice(chunk));
+            return direct.write_at(&buf[lead..], offset);
+        }
+        drop(direct);
+        let _writing = self.writing.lock();
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(offset))?;
+        data.iter().try_for_each(|chunk| file.write_all(chunk))
+    }
 }
 
 impl SyncedUpload {
@@ -156,9 +198,13 @@ impl SyncedUpload {
                 .open(&staging)
             {
                 Ok(file) => {
+                    let direct = FsStorage
+                        .open(&staging, true)
+                        .map_err(|e| naming(&staging, e))?;
                     return Ok(SyncedUpload {
                         staging: Arc::new(StagingFile {
                             file,
+                            direct: Mutex::new(direct),
                             path: staging,
                             writing: Mutex::new(()),
                         }),
@@ -198,13 +244,8 @@ impl MultipartUpload for SyncedUpload {
         self.offset += data.content_length() as u64;
         let staging = Arc::clone(&self.staging);
         blocking(move || {
-            let written = {
-                let _writing = staging.writing.lock();
-                let mut file = &staging.file;
-                file.seek(SeekFrom::Start(offset))
-                    .and_then(|_| data.iter().try_for_each(|chunk| file.write_all(chunk)))
-            };
-            written
+            staging
+                .write_part(&data, offset)
                 .and_then(|()| staging.file.sync_data())
                 .map_err(|e| naming(&staging.path, e))
         })
@@ -305,14 +346,21 @@ mod tests {
         let store = LocalStore::new();
         let file = location(&dir, "part/file.parquet");
         let mut upload = store.put_multipart(&file).await.unwrap();
-        let first = upload.put_part(PutPayload::from(vec![1u8; 3000]));
-        let second = upload.put_part(PutPayload::from_iter([
+        // Two parts of whole blocks (written directly where the disk takes
+        // it), the first in two chunks, and a last part that is not.
+        let first = upload.put_part(PutPayload::from_iter([
+            Bytes::from(vec![1u8; 4000]),
+            Bytes::from(vec![4u8; 96]),
+        ]));
+        let second = upload.put_part(PutPayload::from(vec![6u8; 8192]));
+        let last = upload.put_part(PutPayload::from_iter([
             Bytes::from(vec![2u8; 10]),
             Bytes::from(vec![3u8; 5]),
         ]));
         // Parts may finish in any order; each goes at its own offset.
-        second.await.unwrap();
+        last.await.unwrap();
         first.await.unwrap();
+        second.await.unwrap();
         assert_eq!(file_names(&dir.path().join("part")), ["file.parquet#1"]);
         let listed: Vec<ObjectMeta> = store
             .list(Some(&location(&dir, "part")))
@@ -323,7 +371,9 @@ mod tests {
 
         upload.complete().await.unwrap();
         let bytes = store.get(&file).await.unwrap().bytes().await.unwrap();
-        let mut expected = vec![1u8; 3000];
+        let mut expected = vec![1u8; 4000];
+        expected.extend([4u8; 96]);
+        expected.extend([6u8; 8192]);
         expected.extend([2u8; 10]);
         expected.extend([3u8; 5]);
         assert_eq!(bytes.as_ref(), expected.as_slice());
