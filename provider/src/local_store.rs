@@ -198,9 +198,15 @@ impl SyncedUpload {
                 .open(&staging)
             {
                 Ok(file) => {
-                    let direct = FsStorage
-                        .open(&staging, true)
-                        .map_err(|e| naming(&staging, e))?;
+                    let direct = match FsStorage.open(&staging, true) {
+                        Ok(direct) => direct,
+                        Err(e) => {
+                            // No upload owns the file yet: nothing else
+                            // would remove it.
+                            let _ = std::fs::remove_file(&staging);
+                            return Err(naming(&staging, e));
+                        }
+                    };
                     return Ok(SyncedUpload {
                         staging: Arc::new(StagingFile {
                             file,

@@ -22,8 +22,9 @@
 //! With its own server it also measures, side by side, what bounds weir:
 //! the transport (the same producers against a second `weir serve
 //! --sink`, which decodes and acknowledges requests and writes nothing)
-//! and the disk (the same bytes written sequentially next to the WAL with
-//! a sync every `--disk-sync-bytes`); with `--python` (a Python with the
+//! and the disk (the same bytes written sequentially next to the WAL as
+//! the WAL writes them, with direct I/O where the file system has it and a
+//! sync every `--disk-sync-bytes`); with `--python` (a Python with the
 //! `deltalake` package, `scripts/bench-setup`), what a user would do
 //! without weir: appending the same rows in micro-batches of about a
 //! second, and of about a tenth of one. `--rate` paces the producers, to

@@ -38,7 +38,12 @@ pub(super) fn print_side_by_side(runs: &[serde_json::Value], baselines: &[serde_
         for baseline in compared {
             let name = match baseline["target"].as_str() {
                 Some("disk") => format!(
-                    "disk, sync every {} MiB",
+                    "disk{}, sync every {} MiB",
+                    if baseline["direct_io"] == true {
+                        ", direct"
+                    } else {
+                        ""
+                    },
                     baseline["sync_every_bytes"].as_u64().unwrap_or(0) >> 20
                 ),
                 Some("deltalake") => format!(

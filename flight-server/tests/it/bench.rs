@@ -106,6 +106,12 @@ fn bench_runs_both_inputs_and_checks_the_table_holds_what_was_acked() {
     for baseline in baselines {
         assert!(baseline["mb_per_s"].as_f64().unwrap() > 0.0, "{baseline}");
     }
+    // The disk is written as the WAL writes: whole blocks, directly where
+    // the file system allows.
+    let disk = &baselines[2];
+    assert!(disk["direct_io"].is_boolean(), "{disk}");
+    let group = disk["sync_every_bytes"].as_u64().unwrap();
+    assert!(group > 0 && group.is_multiple_of(4096), "{disk}");
     assert!(stdout.contains("side by side"), "{stdout}");
     // A NEOWISE row is about 1.2 KB in protobuf.
     let bytes_per_row = runs[0]["bytes_per_row"].as_f64().unwrap();
