@@ -42,7 +42,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, UploadPart,
 };
 use parking_lot::Mutex;
-use weir_wal::{FsStorage, Storage, StorageFile};
+use weir_wal::{FsStorage, Storage, StorageFile, aligned_start};
 
 const STORE: &str = "LocalStore";
 
@@ -144,9 +144,10 @@ struct SyncedUpload {
 
 struct StagingFile {
     file: File,
-    /// The file again, with direct I/O if the file system has it; for the
-    /// parts that are whole blocks.
-    direct: Mutex<Box<dyn StorageFile>>,
+    /// The file again, with direct I/O if the file system has it, for the
+    /// parts that are whole blocks; and the aligned buffer they are copied
+    /// into, kept from one part to the next.
+    direct: Mutex<(Box<dyn StorageFile>, Vec<u8>)>,
     path: PathBuf,
     /// Held while a part seeks and writes `file`; its sync runs without it.
     writing: Mutex<()>,
@@ -166,14 +167,12 @@ impl StagingFile {
     fn write_part(&self, data: &PutPayload, offset: u64) -> io::Result<()> {
         let len = data.content_length();
         let mut direct = self.direct.lock();
-        let align = direct.alignment();
+        let (file, buf) = &mut *direct;
+        let align = file.alignment();
         if align > 1 && offset.is_multiple_of(align as u64) && len.is_multiple_of(align) {
-            let mut buf = Vec::<u8>::with_capacity(len + align);
-            let address = buf.as_ptr().addr();
-            let lead = address.next_multiple_of(align) - address;
-            buf.resize(lead, 0);
+            let lead = aligned_start(buf, align, len);
             data.iter().for_each(|chunk| buf.extend_from_slice(chunk));
-            return direct.write_at(&buf[lead..], offset);
+            return file.write_at(&buf[lead..], offset);
         }
         drop(direct);
         let _writing = self.writing.lock();
@@ -210,7 +209,7 @@ impl SyncedUpload {
                     return Ok(SyncedUpload {
                         staging: Arc::new(StagingFile {
                             file,
-                            direct: Mutex::new(direct),
+                            direct: Mutex::new((direct, Vec::new())),
                             path: staging,
                             writing: Mutex::new(()),
                         }),

@@ -536,7 +536,6 @@ impl Table {
             state.tail_bytes -= entry.bytes;
             freed += entry.bytes;
         }
-        state.committing_bytes = 0;
         state.delta = Arc::new(delta);
         state.committed_through = through;
         drop(state);

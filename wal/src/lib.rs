@@ -87,5 +87,5 @@ pub use config::{CorruptionPolicy, WalConfig};
 pub use error::{Error, Result};
 pub use record::{MAX_PAYLOAD_LEN, WalPosition, WalRecord};
 pub use replay::{Replay, Skipped};
-pub use storage::{DIRECT_BLOCK, FsStorage, Storage, StorageFile};
+pub use storage::{DIRECT_BLOCK, FsStorage, Storage, StorageFile, aligned_start};
 pub use wal::{PendingAppend, Wal, WalStats};

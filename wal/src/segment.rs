@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::record::{self, Defect, SEGMENT_HEADER_LEN};
 use crate::replay::{CheckedSegment, Skip, Skipped};
-use crate::storage::{DIRECT_BLOCK, Storage, StorageFile};
+use crate::storage::{DIRECT_BLOCK, Storage, StorageFile, aligned_start};
 use crate::{CorruptionPolicy, Error, Result, WalPosition};
 
 const SUFFIX: &str = ".wal";
@@ -80,11 +80,8 @@ impl ActiveSegment {
     pub fn stage(&self, buf: &mut Vec<u8>, additional: usize) -> Staged {
         let align = self.file.alignment();
         let head: &[u8] = if align > 1 { &self.tail } else { &[] };
-        buf.clear();
-        buf.reserve(align + head.len() + additional + align);
-        let address = buf.as_ptr().addr();
-        let lead = address.next_multiple_of(align) - address;
-        buf.resize(lead, 0);
+        // Room for the head, the new bytes and the padding.
+        let lead = aligned_start(buf, align, head.len() + additional + align);
         buf.extend_from_slice(head);
         Staged {
             lead,
@@ -170,14 +167,13 @@ pub(crate) fn create(
     let staged = active.stage(&mut buf, SEGMENT_HEADER_LEN);
     record::encode_segment_header(first, &mut buf);
     active.salt = record::segment_salt(&buf[staged.new_bytes()..]);
-    let path = active.path.clone();
     active
         .write(&mut buf, &staged)
-        .map_err(|e| Error::io("write segment header", &path, e))?;
+        .map_err(|e| Error::io("write segment header", &active.path, e))?;
     active
         .file
         .sync_data()
-        .map_err(|e| Error::io("fsync segment", &path, e))?;
+        .map_err(|e| Error::io("fsync segment", &active.path, e))?;
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;

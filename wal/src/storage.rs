@@ -23,6 +23,20 @@ use tracing::warn;
 /// 4 KiB suits every disk with sectors of 512 bytes or 4 KiB.
 pub const DIRECT_BLOCK: usize = 4096;
 
+/// Clears `buf` for a direct write: fills it with zeros up to the first
+/// index whose address is a multiple of `align`, and returns that index,
+/// with room for `capacity` more bytes after it, so that pushing up to
+/// that many keeps them where they are. The write then starts at
+/// `buf[returned..]`.
+pub fn aligned_start(buf: &mut Vec<u8>, align: usize, capacity: usize) -> usize {
+    buf.clear();
+    buf.reserve(align + capacity);
+    let address = buf.as_ptr().addr();
+    let lead = address.next_multiple_of(align) - address;
+    buf.resize(lead, 0);
+    lead
+}
+
 /// The file-system operations the log uses. Paths are whole paths (the log
 /// directory joined with a segment name).
 pub trait Storage: Send + Sync {

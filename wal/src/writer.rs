@@ -149,19 +149,19 @@ impl Writer {
         }
         let count = u32::try_from(group.len()).unwrap_or(u32::MAX);
         record::finish_group(buf, start, first, count, self.active.salt);
-        let path = self.active.path.clone();
         if crate::crash::due("wal-mid-group") {
             let half = (buf.len() - staged.new_bytes()) / 2;
             let _ = self.active.write_part(buf, &staged, half);
             crate::crash::crash("wal-mid-group");
         }
-        self.active
+        let active = &mut self.active;
+        active
             .write(buf, &staged)
-            .map_err(|e| Error::io("write segment", &path, e))?;
-        self.active
+            .map_err(|e| Error::io("write segment", &active.path, e))?;
+        active
             .file
             .sync_data()
-            .map_err(|e| Error::io("fsync segment", &path, e))?;
+            .map_err(|e| Error::io("fsync segment", &active.path, e))?;
         // Only now: a repair cuts the segment back to its length.
         self.active.advance(buf, &staged);
         let shared = &self.shared;

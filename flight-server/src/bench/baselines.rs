@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serde_json::json;
-use weir_wal::{DIRECT_BLOCK, FsStorage, Storage};
+use weir_wal::{DIRECT_BLOCK, FsStorage, Storage, aligned_start};
 
 use super::Options;
 use super::neowise::{Rng, Rows};
@@ -30,10 +30,8 @@ pub(super) fn disk_baseline(
         .unwrap_or(usize::MAX)
         .max(1)
         .next_multiple_of(DIRECT_BLOCK);
-    let mut buf = Vec::<u8>::with_capacity(group + DIRECT_BLOCK);
-    let address = buf.as_ptr().addr();
-    let lead = address.next_multiple_of(DIRECT_BLOCK) - address;
-    buf.resize(lead, 0);
+    let mut buf = Vec::new();
+    let lead = aligned_start(&mut buf, DIRECT_BLOCK, group);
     while buf.len() < lead + group {
         let n = body.len().min(lead + group - buf.len());
         buf.extend_from_slice(&body[..n]);
